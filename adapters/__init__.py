@@ -1,0 +1,1 @@
+"""Adapters that register stiffcore solvers into diffrax, torchdiffeq and scipy.integrate."""

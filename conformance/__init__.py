@@ -1,0 +1,1 @@
+"""Conformance suite: every backend shows the gradient decay the core predicts."""

@@ -1,0 +1,51 @@
+"""The method catalogue: every method as data, looked up by id or display name.
+
+This is the single source of truth for coefficients.  Adapters read
+:func:`get_method` and turn the coefficients into steps in their framework; they
+never hold their own copy.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from . import multistep, rosenbrock, runge_kutta
+from .method import FAMILIES, Method
+from .tableau import ButcherTableau, MultistepCoefficients, RosenbrockTableau
+
+__all__ = [
+    "FAMILIES", "Method", "ButcherTableau", "RosenbrockTableau", "MultistepCoefficients",
+    "METHODS", "UnknownMethodError", "get_method", "method_ids",
+]
+
+METHODS: dict[str, Method] = {m.id: m for m in runge_kutta.METHODS + rosenbrock.METHODS + multistep.METHODS}
+_BY_NAME = {m.name.lower(): m for m in METHODS.values()}
+
+
+class UnknownMethodError(ValueError):
+    """An id or display name that is not in the catalogue."""
+
+
+def get_method(key: str | Method) -> Method:
+    """The catalogue entry for a snake_case id (``"radau_iia5"``) or display name (``"RadauIIA5"``)."""
+    if isinstance(key, Method):
+        return key
+    if not isinstance(key, str):
+        raise TypeError(f"a method is named by a string id, got {type(key).__name__}: {key!r}")
+    method = METHODS.get(key) or _BY_NAME.get(key.lower())
+    if method is None:
+        candidates = list(METHODS) + [m.name for m in METHODS.values()]
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownMethodError(f"unknown method {key!r}.{hint} Valid ids: {', '.join(METHODS)}")
+    return method
+
+
+def method_ids(family: str | None = None, *, one_step: bool | None = None) -> list[str]:
+    """Catalogue ids, optionally filtered by family or by being one-step."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; families are {', '.join(FAMILIES)}")
+    return [
+        m.id for m in METHODS.values()
+        if (family is None or m.family == family) and (one_step is None or m.is_one_step == one_step)
+    ]

@@ -1,0 +1,275 @@
+"""Runge-Kutta methods: explicit, diagonally implicit and fully implicit.
+
+Collocation methods (Gauss-Legendre, Radau IIA) are built from their nodes, so their
+matrices, weights and continuous extensions are computed rather than transcribed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .method import Method
+from .tableau import ButcherTableau
+
+SQRT2, SQRT3, SQRT6, SQRT15 = np.sqrt(2.0), np.sqrt(3.0), np.sqrt(6.0), np.sqrt(15.0)
+
+
+def collocation_tableau(c, stiffly_accurate: bool = False) -> dict:
+    """Matrix, weights and continuous extension of the collocation method with nodes ``c``.
+
+    ``a_ij = int_0^{c_i} l_j``, ``b_j = int_0^1 l_j`` with ``l_j`` the Lagrange basis
+    on ``c`` (Hairer, Norsett & Wanner I, sec. II.7).  The collocation polynomial is
+    the dense output: ``b_j(theta) = int_0^theta l_j``.
+    """
+    c = np.asarray(c, dtype=float)
+    s = c.size
+    # Column k of V holds c**k: the Lagrange basis coefficients are the rows of inv(V).
+    lagrange = np.linalg.inv(np.vander(c, s, increasing=True))  # l_j(t) = sum_k lagrange[k, j] t**k
+    dense = (lagrange / np.arange(1, s + 1)[:, None]).T          # b_j(theta) = sum_k dense[j,k] theta**(k+1)
+    a = (c[:, None] ** np.arange(1, s + 1)) @ dense.T
+    b = a[-1].copy() if stiffly_accurate else dense.sum(axis=1)
+    if stiffly_accurate:
+        a[-1] = b  # c_s = 1: identical rows, kept bit-for-bit equal so R(-inf) = 0 exactly
+    return dict(a=a, b=b, c=c, dense=dense)
+
+
+def radau_embedded_weights(tab: dict) -> tuple[np.ndarray, float]:
+    """Embedded weights of order s for Radau IIA with ``b0 = gamma0``, the real eigenvalue of ``a``.
+
+    Solves ``gamma0 + sum b^_j = 1`` and ``sum b^_j c_j**k = 1/(k+1)``, k = 1..s-1
+    (Hairer & Wanner IV.8, eq. 8.19): the estimate behind RADAU5's error control.
+    """
+    eig = np.linalg.eigvals(tab["a"])
+    gamma0 = float(eig[np.argmin(np.abs(eig.imag))].real)
+    s = tab["c"].size
+    vander = np.vander(tab["c"], s, increasing=True).T
+    rhs = 1.0 / np.arange(1, s + 1)
+    rhs[0] -= gamma0
+    return np.linalg.solve(vander, rhs), gamma0
+
+
+def _explicit(rows, b, b_embedded=None) -> ButcherTableau:
+    s = len(b)
+    a = np.zeros((s, s))
+    for i, row in enumerate(rows, start=1):
+        a[i, : len(row)] = row
+    return ButcherTableau(a=a, b=b, b_embedded=b_embedded)
+
+
+# --- explicit -----------------------------------------------------------------
+
+EULER = Method("euler", "Euler", 1, _explicit([], [1.0]), "Euler (1768); Hairer, Norsett & Wanner I, II.1")
+
+HEUN = Method(
+    "heun", "Heun", 2, _explicit([[1.0]], [0.5, 0.5], b_embedded=[1.0, 0.0]),
+    "Heun (1900); embedded Euler", embedded_order=1,
+)
+
+MIDPOINT = Method("midpoint", "Midpoint", 2, _explicit([[0.5]], [0.0, 1.0]), "Runge (1895)")
+
+RK4 = Method(
+    "rk4", "RK4", 4, _explicit([[0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+    "Kutta (1901)",
+)
+
+BOSH3 = Method(
+    "bosh3", "Bosh3", 3,
+    _explicit([[1 / 2], [0, 3 / 4], [2 / 9, 1 / 3, 4 / 9]], [2 / 9, 1 / 3, 4 / 9, 0],
+              b_embedded=[7 / 24, 1 / 4, 1 / 3, 1 / 8]),
+    "Bogacki & Shampine, Appl. Math. Lett. 2 (1989) 321-325", embedded_order=2,
+)
+
+_DOPRI5_B = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]
+DOPRI5 = Method(
+    "dopri5", "Dopri5", 5,
+    _explicit(
+        [
+            [1 / 5],
+            [3 / 40, 9 / 40],
+            [44 / 45, -56 / 15, 32 / 9],
+            [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+            [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+            _DOPRI5_B[:6],
+        ],
+        _DOPRI5_B,
+        b_embedded=[5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40],
+    ),
+    "Dormand & Prince, J. Comput. Appl. Math. 6 (1980) 19-26", embedded_order=4,
+)
+
+_TSIT5_B = [
+    0.09646076681806522951816731316512876333711995238157997181903319145764851595234062815396,
+    0.01,
+    0.4798896504144995747752495322905965199130404621990332488332634944254542060153074523509,
+    1.379008574103741893192274821856872770756462643091360525934940067397245698027561293331,
+    -3.290069515436080679901047585711363850115683290894936158531296799594813811049925401677,
+    2.324710524099773982415355918398765796109060233222962411944060046314465391054716027841,
+    0.0,
+]
+TSIT5 = Method(
+    "tsit5", "Tsit5", 5,
+    _explicit(
+        [
+            [0.161],
+            [-0.008480655492356988544426874250230774675121177393430391537369234245294192976164141156943,
+             0.3354806554923569885444268742502307746751211773934303915373692342452941929761641411569],
+            [2.897153057105493432130432594192938764924887287701866490314866693455023795137503079289,
+             -6.359448489975074843148159912383825625952700647415626703305928850207288721235210244366,
+             4.362295432869581411017727318190886861027813359713760212991062156752264926097707165077],
+            [5.325864828439256604428877920840511317836476253097040101202360397727981648835607691791,
+             -11.74888356406282787774717033978577296188744178259862899288666928009020615663593781589,
+             7.495539342889836208304604784564358155658679161518186721010132816213648793440552049753,
+             -0.09249506636175524925650207933207191611349983406029535244034750452930469056411389539635],
+            [5.861455442946420028659251486982647890394337666164814434818157239052507339770711679748,
+             -12.92096931784710929170611868178335939541780751955743459166312250439928519268343184452,
+             8.159367898576158643180400794539253485181918321135053305748355423955009222648673734986,
+             -0.07158497328140099722453054252582973869127213147363544882721139659546372402303777878835,
+             -0.02826905039406838290900305721271224146717633626879770007617876201276764571291579142206],
+            _TSIT5_B[:6],
+        ],
+        _TSIT5_B,
+        b_embedded=[
+            0.09468075576583945807478876255758922856117527357724631226139574065785592789071067303271,
+            0.009183565540343253096776363936645313759813746240984095238905939532922955247253608687270,
+            0.4877705284247615707855642599631228241516691959761363774365216240304071651579571959813,
+            1.234297566930478985655109673884237654035539930748192848315425833500484878378061439761,
+            -2.707712349983525454881109975059321670689605166938197378763992255714444407154902012702,
+            1.866628418170587035753719399566211498666255505244122593996591602841258328965767580089,
+            1 / 66,
+        ],
+    ),
+    "Tsitouras, Comput. Math. Appl. 62 (2011) 770-775", embedded_order=4,
+)
+
+# --- diagonally implicit ------------------------------------------------------
+
+BACKWARD_EULER = Method(
+    "backward_euler", "BackwardEuler", 1, ButcherTableau(a=[[1.0]], b=[1.0]),
+    "Hairer & Wanner II, IV.3 (implicit Euler)",
+)
+
+IMPLICIT_MIDPOINT = Method(
+    "implicit_midpoint", "ImplicitMidpoint", 2, ButcherTableau(a=[[0.5]], b=[1.0]),
+    "Gauss-Legendre 1-stage; Hairer & Wanner II, IV.5",
+)
+
+# Trapezoidal rule as the 2-stage Lobatto IIIA method (explicit first stage).
+TRAPEZOID = Method(
+    "trapezoid", "Trapezoid", 2, ButcherTableau(a=[[0.0, 0.0], [0.5, 0.5]], b=[0.5, 0.5]),
+    "Lobatto IIIA 2-stage; Hairer & Wanner II, IV.5",
+)
+
+_G = 1 - 1 / SQRT2
+SDIRK2 = Method(
+    "sdirk2", "SDIRK2", 2, ButcherTableau(a=[[_G, 0.0], [1 - _G, _G]], b=[1 - _G, _G]),
+    "Alexander, SIAM J. Numer. Anal. 14 (1977) 1006-1021, gamma = 1 - 1/sqrt(2)",
+)
+
+# TR-BDF2 as an ESDIRK: trapezoidal step to t0 + gamma h, then BDF2 (Hosea & Shampine 1996).
+_GT = 2 - SQRT2
+_D, _W = _GT / 2, SQRT2 / 4
+TRBDF2 = Method(
+    "trbdf2", "TRBDF2", 2,
+    ButcherTableau(
+        a=[[0, 0, 0], [_D, _D, 0], [_W, _W, _D]], b=[_W, _W, _D],
+        b_embedded=[(1 - _W) / 3, (3 * _W + 1) / 3, _D / 3],
+    ),
+    "Bank et al., IEEE Trans. Electron Devices 32 (1985); Hosea & Shampine, Appl. Numer. Math. 20 (1996) 21-37",
+    embedded_order=3,
+)
+
+
+def _kvaerno(gamma: float, rows) -> ButcherTableau:
+    """Kvaerno's ESDIRK layout: explicit first stage, constant diagonal, stiffly accurate;
+    the embedded solution is the penultimate stage (Kvaerno 2004)."""
+    s = len(rows) + 1
+    a = np.zeros((s, s))
+    for i, row in enumerate(rows, start=1):
+        a[i, : len(row)] = row
+        a[i, i] = gamma
+    return ButcherTableau(a=a, b=a[-1], b_embedded=a[-2])
+
+
+_KVAERNO_REF = "Kvaerno, BIT 44 (2004) 489-502 (coefficients as in diffrax)"
+
+_g3 = 0.43586652150
+KVAERNO3 = Method(
+    "kvaerno3", "Kvaerno3", 3,
+    _kvaerno(_g3, [
+        [_g3],
+        [(-4 * _g3**2 + 6 * _g3 - 1) / (4 * _g3), (-2 * _g3 + 1) / (4 * _g3)],
+        [(6 * _g3 - 1) / (12 * _g3), -1 / ((24 * _g3 - 12) * _g3), (-6 * _g3**2 + 6 * _g3 - 1) / (6 * _g3 - 3)],
+    ]),
+    _KVAERNO_REF, embedded_order=2,
+)
+
+
+def _kvaerno4_rows(g: float):
+    p = lambda *coeffs: np.polyval(coeffs, g)  # noqa: E731  (the paper's polynomials in gamma)
+    return [
+        [g],
+        [p(144, -180, 81, -15, 1) * g / p(12, -6, 1) ** 2, p(-36, 39, -15, 2) * g / p(12, -6, 1) ** 2],
+        [p(-144, 396, -330, 117, -18, 1) / (12 * g**2 * p(12, -9, 2)),
+         p(72, -126, 69, -15, 1) / (12 * g**2 * p(3, -1)),
+         p(-6, 6, -1) * p(12, -6, 1) ** 2 / (12 * g**2 * p(12, -9, 2) * p(3, -1))],
+        [p(288, -312, 120, -18, 1) / (48 * g**2 * p(12, -9, 2)),
+         p(24, -12, 1) / (48 * g**2 * p(3, -1)),
+         -p(12, -6, 1) ** 3 / (48 * g**2 * p(3, -1) * p(12, -9, 2) * p(6, -6, 1)),
+         p(-24, 36, -12, 1) / p(24, -24, 4)],
+    ]
+
+
+KVAERNO4 = Method("kvaerno4", "Kvaerno4", 4, _kvaerno(0.5728160625, _kvaerno4_rows(0.5728160625)),
+                  _KVAERNO_REF, embedded_order=3)
+
+KVAERNO5 = Method(
+    "kvaerno5", "Kvaerno5", 5,
+    _kvaerno(0.26, [
+        [0.26],
+        [0.13, 0.84033320996790809],
+        [0.22371961478320505, 0.47675532319799699, -0.06470895363112615],
+        [0.16648564323248321, 0.10450018841591720, 0.03631482272098715, -0.13090704451073998],
+        [0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141, 0.61943039072480676],
+        [0.13659751177640291, 0.0, -0.05496908796538376, -0.04118626728321046, 0.62993304899016403,
+         0.06962479448202728],
+    ]),
+    _KVAERNO_REF, embedded_order=4,
+)
+
+# --- fully implicit -------------------------------------------------------------
+
+_RADAU3 = collocation_tableau([1 / 3, 1.0], stiffly_accurate=True)
+RADAU_IIA3 = Method("radau_iia3", "RadauIIA3", 3, ButcherTableau(**_RADAU3),
+                    "Ehle (1969); Hairer & Wanner II, IV.5, Table 5.5")
+
+_RADAU5 = collocation_tableau([(4 - SQRT6) / 10, (4 + SQRT6) / 10, 1.0], stiffly_accurate=True)
+_RADAU5_EMB, _RADAU5_GAMMA0 = radau_embedded_weights(_RADAU5)
+RADAU_IIA5 = Method(
+    "radau_iia5", "RadauIIA5", 5,
+    ButcherTableau(**_RADAU5, b_embedded=_RADAU5_EMB, b0_embedded=_RADAU5_GAMMA0),
+    "Ehle (1969); Hairer & Wanner II, IV.5 Table 5.6, IV.8 (RADAU5 error estimate)", embedded_order=3,
+)
+
+GAUSS_LEGENDRE4 = Method(
+    "gauss_legendre4", "GaussLegendre4", 4,
+    ButcherTableau(**collocation_tableau([0.5 - SQRT3 / 6, 0.5 + SQRT3 / 6])),
+    "Butcher (1964); Hairer & Wanner II, IV.5, Table 5.1",
+)
+
+GAUSS_LEGENDRE6 = Method(
+    "gauss_legendre6", "GaussLegendre6", 6,
+    ButcherTableau(**collocation_tableau([0.5 - SQRT15 / 10, 0.5, 0.5 + SQRT15 / 10])),
+    "Butcher (1964); Hairer & Wanner II, IV.5, Table 5.2",
+)
+
+LOBATTO_IIIC2 = Method(
+    "lobatto_iiic2", "LobattoIIIC2", 2,
+    ButcherTableau(a=[[0.5, -0.5], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0]),
+    "Chipman (1971); Hairer & Wanner II, IV.5, Table 5.11",
+)
+
+METHODS = (
+    EULER, HEUN, MIDPOINT, RK4, BOSH3, TSIT5, DOPRI5,
+    BACKWARD_EULER, TRAPEZOID, IMPLICIT_MIDPOINT, SDIRK2, TRBDF2, KVAERNO3, KVAERNO4, KVAERNO5,
+    RADAU_IIA3, RADAU_IIA5, GAUSS_LEGENDRE4, GAUSS_LEGENDRE6, LOBATTO_IIIC2,
+)

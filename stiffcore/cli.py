@@ -1,0 +1,154 @@
+"""The ``stiffcore`` command line: decay tables, reversible stability maps, backends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import catalogue, reversible
+from .report import json_safe, table
+
+DECAY_POINTS = (-10.0, -1e3, -1e6)
+
+
+def _decay_rows(method_ids):
+    rows = []
+    for mid in method_ids:
+        m = catalogue.get_method(mid)
+        stab = m.stability
+        cls = stab.classify()
+        row = dict(
+            id=m.id, name=m.name, family=m.family, order=m.order, embedded_order=m.embedded_order,
+            stages=m.stages, stiffly_accurate=m.stiffly_accurate, a_stable=cls.a_stable,
+            l_stable=cls.l_stable, r_at_infinity=cls.r_at_infinity, decay_exponent=cls.decay_exponent,
+            dR={str(z): float(abs(stab.derivative(z))) for z in DECAY_POINTS}, reference=m.reference,
+        )
+        if m.family == "multistep":
+            row["a_alpha_degrees"] = stab.a_alpha_degrees
+        rows.append(row)
+    return rows
+
+
+def cmd_decay(args) -> int:
+    ids = args.method or list(catalogue.METHODS)
+    rows = _decay_rows(ids)
+    if args.json:
+        print(json.dumps(json_safe(rows), indent=2))
+    else:
+        headers = ["method", "family", "order", "A-stable", "L-stable", "R(-inf)", "decay exp",
+                   *(f"|R'({z:g})|" for z in DECAY_POINTS)]
+        print(table(headers, [
+            [r["id"], r["family"], r["order"], r["a_stable"], r["l_stable"], r["r_at_infinity"],
+             r["decay_exponent"], *r["dR"].values()] for r in rows]))
+        bdf = [r for r in rows if "a_alpha_degrees" in r]
+        if bdf:
+            print("\nBDF: R is the principal root xi(z); A(alpha) angles: "
+                  + ", ".join(f"{r['id']} {r['a_alpha_degrees']:.2f} deg" for r in bdf))
+        print("\ndecay exp: |R'(z)| ~ |z|^exp as z -> -inf (Fronk & Petzold 2025); positive means growth.")
+    if args.plot:
+        from .plotting import decay_curve, plot_decay
+
+        abs_z = np.geomspace(1e-2, 1e10, 400)
+        curves = {r["id"]: (abs_z, decay_curve(catalogue.get_method(r["id"]).stability, abs_z), r["decay_exponent"])
+                  for r in rows if catalogue.get_method(r["id"]).is_implicit}
+        path = plot_decay(curves, args.plot, "Gradient decay |R'(z)| of implicit methods")
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+REVERSIBLE_POINTS = (-1e-3, -1e-2, -0.1, -0.5, -1.0, -1.2, -2.0, -10.0, -1e3, -1e6, -1e8)
+
+
+def cmd_reversible(args) -> int:
+    base = catalogue.get_method(args.base)
+    couplings = [reversible.check_coupling(c) for c in args.coupling]
+    bands = {lam: reversible.unstable_band(base, lam, threshold=args.threshold) for lam in couplings}
+    z = np.array(REVERSIBLE_POINTS)
+    rates = {lam: reversible.growth_rates(base, z, lam) for lam in couplings}
+    if args.json:
+        out = dict(base=base.id, threshold=args.threshold, z=list(z), couplings=[
+            dict(coupling=lam, forward=list(rates[lam][0]), reconstruction=list(rates[lam][1]),
+                 forward_band=bands[lam].forward, reconstruction_band=bands[lam].reconstruction,
+                 singular=bands[lam].singular, peak_forward=bands[lam].peak_forward,
+                 peak_forward_z=bands[lam].peak_forward_z) for lam in couplings])
+        print(json.dumps(json_safe(out), indent=2))
+    else:
+        print(f"Reversible scheme (McCallum & Foster) around {base.id}: growth per step on y' = mu y, z = h mu\n")
+        headers = ["z", *(f"fwd@{lam:g}" for lam in couplings), *(f"rec@{lam:g}" for lam in couplings)]
+        print(table(headers, [[float(zz), *(float(rates[lam][0][i]) for lam in couplings),
+                               *(float(rates[lam][1][i]) for lam in couplings)] for i, zz in enumerate(z)]))
+        print(f"\nUnstable bands on [-1e8, -1e-6] (growth > {args.threshold:g} per step):")
+        for lam in couplings:
+            b = bands[lam]
+            fmt_iv = lambda ivs: ", ".join(f"[{a:.4g}, {c:.4g}]" for a, c in ivs) or "none"  # noqa: E731
+            print(f"  coupling {lam:g}: forward {fmt_iv(b.forward)}; reconstruction {fmt_iv(b.reconstruction)}")
+            print(f"    peak forward {b.peak_forward:.4g} at z = {b.peak_forward_z:.4g}; "
+                  f"peak reconstruction {b.peak_reconstruction:.4g} at z = {b.peak_reconstruction_z:.4g}"
+                  + (f"; backward base step singular at z = {', '.join(f'{s:g}' for s in b.singular)}"
+                     if b.singular else ""))
+    if args.plot:
+        from .plotting import plot_reversible
+
+        abs_z = np.geomspace(1e-6, 1e8, 2000)
+        curves = {lam: reversible.growth_rates(base, -abs_z, lam) for lam in couplings}
+        path = plot_reversible(abs_z, curves, bands, args.plot, f"Reversible {base.id}: growth per step")
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_backends(args) -> int:
+    from .plugins import discover_backends
+
+    found = discover_backends()
+    rows = [[b.name, b.available, len(b.methods), b.description] for b in found.values()]
+    if args.json:
+        print(json.dumps([dict(name=b.name, available=b.available, methods=list(b.methods))
+                          for b in found.values()], indent=2))
+    elif rows:
+        print(table(["backend", "available", "methods", "description"], rows))
+    else:
+        print("no backends installed (entry-point group 'stiffcore.backends')")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stiffcore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("decay", help="stability classification and gradient decay |R'(z)| of every method")
+    p.add_argument("--method", nargs="+", help="method ids (default: the whole catalogue)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", default="stiffcore-decay.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="skip the PNG")
+    p.set_defaults(func=cmd_decay)
+
+    p = sub.add_parser("reversible", help="forward and reconstruction growth of the reversible scheme")
+    p.add_argument("--base", default="backward_euler", help="one-step base method id (default: %(default)s)")
+    p.add_argument("--coupling", nargs="+", type=float, default=[0.5, 0.9, 0.99, 0.999],
+                   help="couplings lambda in (0, 1) (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=1.01, help="growth per step called unstable")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default="stiffcore-reversible.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
+    p.set_defaults(func=cmd_reversible)
+
+    p = sub.add_parser("backends", help="list the backends found through entry points")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backends)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as exc:
+        print(f"stiffcore {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""PNG figures for the CLI.  matplotlib is imported only here, only when a plot is asked for."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("plots need matplotlib: pip install 'stiffcore[plot]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_decay(curves: dict, path: str, title: str) -> str:
+    """Log-log |R'(z)| against |z|; ``curves`` maps a label to (abs_z, abs_dR, predicted exponent)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 6))
+    styles = ["-", "--", ":", "-."]
+    for i, (label, (x, y, exponent)) in enumerate(curves.items()):
+        ax.loglog(x, y, styles[i // 10 % 4], label=f"{label} (|z|^{exponent:g})", linewidth=1.4)
+    ax.set_xlabel("|z| = |h lambda| (z on the negative real axis)")
+    ax.set_ylabel("|R'(z)|")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_reversible(abs_z, rates: dict, bands: dict, path: str, title: str) -> str:
+    """Forward and reconstruction growth per step against |z| for several couplings.
+
+    ``rates`` maps coupling -> (forward, reconstruction); ``bands`` maps coupling ->
+    UnstableBand, whose forward intervals are shaded.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    for k, (lam, (fwd, rec)) in enumerate(rates.items()):
+        colour = f"C{k}"
+        for ax, values in zip(axes, (fwd, rec)):
+            ax.loglog(abs_z, values, color=colour, label=f"coupling {lam:g}")
+        for left, right in bands[lam].forward:
+            axes[0].axvspan(-right, -left, color=colour, alpha=0.12)
+        for z in bands[lam].singular:
+            axes[0].axvline(-z, color=colour, linestyle=":", linewidth=0.8)
+    for ax, name in zip(axes, ("forward growth rho(M)", "reconstruction growth rho(M^-1)")):
+        ax.axhline(1.0, color="k", linewidth=0.8)
+        ax.set_xlabel("|z| (z = h mu on the negative real axis)")
+        ax.set_ylabel(f"{name} per step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("shaded: unstable band; dotted: pole of backward base step", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def decay_curve(stability, abs_z: np.ndarray) -> np.ndarray:
+    return np.abs(stability.derivative(-abs_z))

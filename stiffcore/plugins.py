@@ -1,0 +1,113 @@
+"""Backend discovery: pluggy hook specifications, the plugin manager and ``install()``.
+
+A backend (the SciPy, torch and JAX adapters, or a third-party package) is a plain
+module with ``@hookimpl`` functions, announced under the ``stiffcore.backends``
+entry-point group.  It imports its framework lazily, so discovery stays cheap::
+
+    # mypackage/stiffcore_backend.py
+    from stiffcore.plugins import Backend, hookimpl
+
+    @hookimpl
+    def stiffcore_backend():
+        return Backend(name="mybackend", methods=("backward_euler",),
+                       one_step_gradient=_grad, install=_install)
+
+    # pyproject.toml
+    [project.entry-points."stiffcore.backends"]
+    mybackend = "mypackage.stiffcore_backend"
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pluggy
+
+PROJECT = "stiffcore"
+ENTRY_POINT_GROUP = "stiffcore.backends"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a backend announces about itself.
+
+    ``one_step_gradient(method_id, z, h, y0)`` returns d y_1 / d lambda for one step of
+    ``method_id`` on y' = lambda y with z = h*lambda (array in, array out), computed by the
+    backend's own differentiation.  ``install()`` registers its solvers into its ecosystem.
+    ``requires`` names the modules the backend needs; it is unavailable if any is missing.
+    """
+
+    name: str
+    methods: Sequence[str]
+    one_step_gradient: Callable
+    install: Callable[[], None] = lambda: None
+    supports_complex: bool = False
+    requires: Sequence[str] = field(default_factory=tuple)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        from .catalogue import get_method
+
+        for method_id in self.methods:
+            get_method(method_id)  # raises with the list of valid ids
+
+    @property
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+
+
+class BackendSpec:
+    """Hook specifications a backend plugin implements."""
+
+    @hookspec
+    def stiffcore_backend(self) -> Backend:
+        """Announce a backend: its name, methods, gradient hook and installer."""
+
+
+def plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+    """A plugin manager with the hookspecs registered and (by default) entry points loaded."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(BackendSpec)
+    if load_entry_points:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    return pm
+
+
+def discover_backends(pm: pluggy.PluginManager | None = None) -> dict[str, Backend]:
+    """Every announced backend, keyed by name (available or not)."""
+    pm = pm or plugin_manager()
+    found: dict[str, Backend] = {}
+    for backend in pm.hook.stiffcore_backend():
+        if not isinstance(backend, Backend):
+            raise TypeError(f"stiffcore_backend() must return a Backend, got {type(backend).__name__}")
+        if backend.name in found:
+            raise ValueError(f"two plugins announce a backend named {backend.name!r}")
+        found[backend.name] = backend
+    return dict(sorted(found.items()))
+
+
+def install(backends: Sequence[str] | None = None, pm: pluggy.PluginManager | None = None) -> list[str]:
+    """Register the solvers of the named (default: every available) backend into its ecosystem.
+
+    Returns the names installed.  Naming a backend that is unknown or whose framework is
+    missing raises ``ValueError``.
+    """
+    found = discover_backends(pm)
+    if backends is None:
+        chosen = [b for b in found.values() if b.available]
+    else:
+        chosen = []
+        for name in backends:
+            if name not in found:
+                raise ValueError(f"unknown backend {name!r}; installed backends: {', '.join(found) or 'none'}")
+            if not found[name].available:
+                raise ValueError(f"backend {name!r} needs {', '.join(found[name].requires)}, which is not installed")
+            chosen.append(found[name])
+    for backend in chosen:
+        backend.install()
+    return [b.name for b in chosen]

@@ -1,0 +1,99 @@
+"""Test-only references: rooted trees for Runge-Kutta order conditions and a plain
+numpy Rosenbrock step (transformed form) for convergence checks."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=None)
+def trees(order: int) -> tuple:
+    """Rooted trees with ``order`` vertices, each as a sorted tuple of child subtrees."""
+    if order == 1:
+        return ((),)
+    found = set()
+    for smaller in trees(order - 1):
+        found.update(_graft(smaller))
+    return tuple(sorted(found))
+
+
+def _graft(tree: tuple):
+    """Every tree obtained by adding one leaf somewhere in ``tree``."""
+    yield tuple(sorted(tree + ((),)))
+    for i, child in enumerate(tree):
+        for grown in _graft(child):
+            yield tuple(sorted(tree[:i] + (grown,) + tree[i + 1:]))
+
+
+def size(tree: tuple) -> int:
+    return 1 + sum(size(c) for c in tree)
+
+
+def density(tree: tuple) -> Fraction:
+    """gamma(t) = |t| * prod gamma(children)."""
+    out = Fraction(size(tree))
+    for c in tree:
+        out *= density(c)
+    return out
+
+
+def stage_weights(a: np.ndarray, tree: tuple) -> np.ndarray:
+    """Phi_i(t) = prod over children of (A Phi(child))_i."""
+    out = np.ones(a.shape[0])
+    for c in tree:
+        out = out * (a @ stage_weights(a, c))
+    return out
+
+
+def order_defects(a, b, order: int, b0: float = 0.0) -> list:
+    """(tree, b.Phi(t) + b0*[t is a leaf] - 1/gamma(t)) for every tree up to ``order``."""
+    out = []
+    for n in range(1, order + 1):
+        for t in trees(n):
+            value = b @ stage_weights(a, t) + (b0 if t == () else 0.0)
+            out.append((t, value - 1 / float(density(t))))
+    return out
+
+
+def rosenbrock_step(tab, f, jac, y0, h):
+    """One step of an autonomous problem in the transformed form (Hairer & Wanner 7.25).
+
+    Returns (y1, y1_embedded, k) with k the transformed stage values."""
+    a, C, m, m_emb = tab.transformed()
+    g = tab.gamma_diag
+    n = y0.size
+    w = np.eye(n) / (h * g) - jac(y0)
+    k = []
+    for i in range(tab.stages):
+        u = y0 + sum(a[i, j] * k[j] for j in range(i))
+        rhs = f(u) + sum(C[i, j] * k[j] for j in range(i)) / h
+        k.append(np.linalg.solve(w, rhs))
+    k = np.array(k)
+    y1 = y0 + m @ k
+    y1e = None if m_emb is None else y0 + m_emb @ k
+    return y1, y1e, k
+
+
+def rosenbrock_dense(tab, y0, y1, k, theta):
+    """Steinebach's Rodas continuous extension in the transformed variables."""
+    terms = tab.dense_transformed @ k
+    inner = terms[-1]
+    for row in terms[-2::-1]:
+        inner = row + theta * inner
+    return (1 - theta) * y0 + theta * (y1 + (1 - theta) * inner)
+
+
+def rk_step_implicit(tab, f, y0, h, iters=60):
+    """One Runge-Kutta step by Newton-free fixed point on small steps (tests only)."""
+    s = tab.stages
+    k = np.tile(f(y0), (s, 1))
+    for _ in range(iters):
+        k = np.array([f(y0 + h * tab.a[i] @ k) for i in range(s)])
+    return y0 + h * tab.b @ k, k
+
+
+def fitted_order(hs, errors) -> float:
+    return float(np.polyfit(np.log(hs), np.log(errors), 1)[0])

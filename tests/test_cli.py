@@ -1,0 +1,72 @@
+"""The stiffcore command line and the light-import promise."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stiffcore.catalogue import METHODS
+from stiffcore.cli import main
+
+
+def test_decay_json_lists_every_method_with_computed_classification(capsys):
+    assert main(["decay", "--json", "--no-plot"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(METHODS)
+    radau = rows["radau_iia5"]
+    assert radau["a_stable"] and radau["l_stable"] and radau["decay_exponent"] == -2
+    z = -1e6
+    closed = 3 * (z**4 + 16 * z**3 - 48 * z**2 - 240 * z + 1200) / (z**3 - 9 * z**2 + 36 * z - 60) ** 2
+    assert abs(radau["dR"]["-1000000.0"] / closed - 1) < 1e-9
+    assert rows["lobatto_iiic2"]["decay_exponent"] == -3
+    assert rows["bdf2"]["decay_exponent"] == -1.5
+    assert rows["bdf3"]["a_alpha_degrees"] == pytest.approx(86.03, abs=0.01)
+    assert rows["rk4"]["r_at_infinity"] == "inf"  # JSON-safe
+
+
+def test_decay_table_and_plot(tmp_path, capsys):
+    png = tmp_path / "decay.png"
+    assert main(["decay", "--method", "radau_iia5", "backward_euler", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "radau_iia5" in out and "A-stable" in out and "trapezoid" not in out
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reversible_shows_band_and_both_rates(tmp_path, capsys):
+    png = tmp_path / "rev.png"
+    assert main(["reversible", "--base", "backward_euler", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "fwd@0.999" in out and "rec@0.999" in out
+    assert "coupling 0.999: forward [-1.151" in out and "singular at z = -1" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reversible_json(capsys):
+    assert main(["reversible", "--coupling", "0.999", "--json", "--no-plot"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (entry,) = data["couplings"]
+    assert entry["forward_band"][0][0] == pytest.approx(-1.151, abs=1e-3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reversible", "--base", "bdf2", "--no-plot"], "one-step base"),
+    (["reversible", "--coupling", "1.5", "--no-plot"], "coupling"),
+    (["decay", "--method", "radau5", "--no-plot"], "Did you mean 'radau_iia5'"),
+])
+def test_bad_input_exits_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "stiffcore.cli", "decay", "--method", "bdf2", "--no-plot"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "bdf2" in out
+
+
+def test_import_stiffcore_is_light():
+    res = subprocess.run([sys.executable, "-X", "importtime", "-c", "import stiffcore"],
+                         capture_output=True, text=True, check=True)
+    modules = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
+    assert not modules & {"torch", "jax", "diffrax", "equinox", "scipy", "matplotlib"}
