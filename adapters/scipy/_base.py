@@ -1,0 +1,248 @@
+"""The ``OdeSolver`` skeleton shared by every stiffcore method in SciPy.
+
+It owns what all methods do alike: option validation in SciPy's words, the Jacobian
+and LU caches, step-size control with the method's embedded estimate (Hairer, Norsett &
+Wanner I, II.4: h_new = h * min(5, max(0.2, 0.9 err^(-1/(q+1))))), fixed stepping, stops
+that steps must land on, and failure messages.  A method subclass implements
+``_setup()`` and ``_attempt(t, y, h, f0)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from scipy.integrate import OdeSolver
+from scipy.integrate._ivp.base import DenseOutput
+from scipy.integrate._ivp.common import (
+    norm, select_initial_step, validate_first_step, validate_max_step, validate_tol, warn_extraneous,
+)
+
+from stiffcore.catalogue import Method, get_method
+
+from ._linalg import Jacobian, ShiftedLU, SingularMatrixError
+
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 5.0
+EPS = np.finfo(float).eps
+
+
+class StepFailure(Exception):
+    """A step attempt failed (Newton divergence, singular matrix, non-finite values);
+    ``shrink`` is the factor to retry with."""
+
+    def __init__(self, message: str, shrink: float = 0.5) -> None:
+        super().__init__(message)
+        self.shrink = shrink
+
+
+@dataclass
+class StepResult:
+    y: np.ndarray
+    f: np.ndarray                 # f(t + h, y) at the new point
+    error: np.ndarray | None      # local error estimate (None without an embedded method)
+    dense: np.ndarray | None = None   # polynomial coefficients, see PolynomialDense
+    newton_rate: float = 0.0      # convergence rate of the last Newton iteration
+
+
+class PolynomialDense(DenseOutput):
+    """y(t_old + theta h) = y_old + sum_k coeffs[k] theta^(k+1)."""
+
+    def __init__(self, t_old, t, y_old, coeffs) -> None:
+        super().__init__(t_old, t)
+        self.h = t - t_old
+        self.y_old = y_old
+        self.coeffs = coeffs
+
+    def _call_impl(self, t):
+        theta = (np.atleast_1d(t) - self.t_old) / self.h
+        powers = theta[None, :] ** np.arange(1, self.coeffs.shape[0] + 1)[:, None]
+        out = self.y_old[:, None] + self.coeffs.T @ powers
+        return out[:, 0] if np.ndim(t) == 0 else out
+
+
+def hermite_coeffs(h, y_old, y_new, f_old, f_new) -> np.ndarray:
+    """Cubic Hermite interpolant as PolynomialDense coefficients (theta, theta^2, theta^3)."""
+    dy = y_new - y_old
+    return np.array([h * f_old, 3 * dy - h * (2 * f_old + f_new), -2 * dy + h * (f_old + f_new)])
+
+
+class StiffSolver(OdeSolver):
+    """Base class of the catalogue's SciPy solvers.
+
+    Parameters beyond SciPy's usual ones (``rtol``, ``atol``, ``first_step``, ``max_step``,
+    ``jac``, ``jac_sparsity``, ``vectorized``):
+
+    adaptive : bool, optional
+        Step with the embedded error estimate (default where the method has one).
+        ``adaptive=False`` takes fixed steps of ``first_step`` (required then).
+    tstops : array_like, optional
+        Times every step must land on exactly (steps are shortened to hit them).
+    newton_tol : float, optional
+        Stopping tolerance of Newton iterations in the weighted RMS norm
+        (default ``max(10 eps / rtol, min(0.03, rtol ** 0.5))``, as SciPy's Radau).
+    """
+
+    method_id: ClassVar[str] = ""
+    max_newton_iter: ClassVar[int] = 7
+
+    def __init__(self, fun, t0, y0, t_bound, max_step=np.inf, rtol=1e-3, atol=1e-6, jac=None,
+                 jac_sparsity=None, vectorized=False, first_step=None, adaptive=None, tstops=None,
+                 newton_tol=None, **extraneous):
+        warn_extraneous(extraneous)
+        super().__init__(fun, t0, y0, t_bound, vectorized)
+        self.method: Method = get_method(self.method_id)
+        self.max_step = validate_max_step(max_step)
+        self.rtol, self.atol = validate_tol(rtol, atol, self.n)
+        self.adaptive = self._check_adaptive(adaptive, first_step)
+        self.f = self.fun(self.t, self.y)
+        if not np.all(np.isfinite(self.f)):
+            raise ValueError(f"fun returned non-finite values at t0 = {t0}: {self.f}")
+        self.newton_tol = (max(10 * EPS / np.min(self.rtol), min(0.03, np.min(self.rtol) ** 0.5))
+                           if newton_tol is None else float(newton_tol))
+        self.jacobian = Jacobian(self, jac, jac_sparsity)
+        self.lu = ShiftedLU(self, self.jacobian.sparse)
+        self.J = None
+        self.jac_stale = True
+        self.tstops = self._check_tstops(tstops, t0, t_bound)
+        self.n_accepted = self.n_rejected = 0
+        self.last: StepResult | None = None
+        self._setup()
+        if first_step is None:
+            self.h_abs = select_initial_step(self.fun, t0, self.y, t_bound, self.max_step, self.f,
+                                             self.direction, self.error_order, self.rtol, self.atol)
+        else:
+            self.h_abs = validate_first_step(first_step, t0, t_bound)
+        self.h_fixed = self.h_abs
+        self.rejected_last = False
+
+    # --- option checks ---------------------------------------------------------------
+    def _check_adaptive(self, adaptive, first_step) -> bool:
+        can = self.method.has_error_estimate and self.supports_adaptive
+        if adaptive is None:
+            adaptive = can
+        if adaptive and not can:
+            raise ValueError(f"{type(self).__name__} has no embedded error estimate, so it cannot choose its "
+                             "steps; pass first_step=h and adaptive=False for fixed steps")
+        if not adaptive and first_step is None:
+            raise ValueError(f"{type(self).__name__} with fixed steps needs first_step=h")
+        return bool(adaptive)
+
+    @staticmethod
+    def _check_tstops(tstops, t0, t_bound):
+        if tstops is None:
+            return []
+        stops = np.asarray(tstops, dtype=float).ravel()
+        direction = np.sign(t_bound - t0) or 1
+        inside = stops[(direction * (stops - t0) > 0) & (direction * (t_bound - stops) > 0)]
+        return sorted(inside.tolist(), reverse=bool(direction < 0))
+
+    supports_adaptive: ClassVar[bool] = True
+
+    @property
+    def error_order(self) -> int:
+        """Order of the error estimate's leading term minus one (q in err ~ h^(q+1))."""
+        emb = self.method.embedded_order
+        return min(self.method.order, emb) if emb is not None else self.method.order
+
+    # --- shared machinery ----------------------------------------------------------------
+    def eval_f(self, t, y):
+        f = self.fun(t, y)
+        if not np.all(np.isfinite(f)):
+            raise StepFailure(f"fun returned non-finite values at t = {t}", shrink=0.25)
+        return f
+
+    def refresh_jacobian(self, t, y, f) -> None:
+        self.J = self.jacobian(t, y, f)
+        self.jac_stale = False
+        self.lu.clear()
+
+    def solve_shifted(self, shift, rhs):
+        try:
+            out = self.lu.solve(shift, self.J, rhs)
+        except SingularMatrixError as exc:
+            raise StepFailure(f"{exc} (shift {shift:.3g})") from None
+        if not np.all(np.isfinite(out)):
+            raise StepFailure("linear solve produced non-finite values")
+        return out
+
+    def _next_time(self, t, h_abs):
+        t_new = t + self.direction * h_abs
+        if self.direction * (t_new - self.t_bound) > 0:
+            t_new = self.t_bound
+        while self.tstops and self.direction * (self.tstops[0] - t) <= 0:
+            self.tstops.pop(0)
+        if self.tstops and self.direction * (t_new - self.tstops[0]) > 0:
+            t_new = self.tstops[0]
+        return t_new
+
+    def _step_impl(self):
+        t, y = self.t, self.y
+        min_step = 10 * abs(np.nextafter(t, self.direction * np.inf) - t)
+        h_abs = min(self.h_fixed if not self.adaptive else self.h_abs, self.max_step)
+        reason = None
+        while True:
+            if h_abs < min_step:
+                detail = f" (last attempt at t = {t}: {reason})" if reason else ""
+                return False, self.TOO_SMALL_STEP + detail
+            t_new = self._next_time(t, h_abs)
+            h = t_new - t
+            try:
+                result = self._attempt(t, y, h, self.f)
+            except StepFailure as failure:
+                reason = str(failure)
+                if not self.adaptive:
+                    return False, f"{failure} with the fixed step h = {h:g} at t = {t}"
+                h_abs = abs(h) * failure.shrink
+                self.rejected_last = True
+                continue
+            if self.adaptive:
+                scale = self.atol + self.rtol * np.maximum(np.abs(y), np.abs(result.y))
+                err = norm(result.error / scale)
+                if err > 1 and (self.n_accepted == 0 or self.rejected_last):
+                    refined = self._refine_error(t, y, h, result)
+                    if refined is not None:
+                        err = norm(refined / scale)
+                if not np.isfinite(err) or err > 1:
+                    factor = MIN_FACTOR if not np.isfinite(err) else max(MIN_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
+                    h_abs = abs(h) * factor
+                    self.n_rejected += 1
+                    self.rejected_last = True
+                    reason = f"error estimate {err:.3g} times the tolerance"
+                    continue
+                factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
+                if self.rejected_last:
+                    factor = min(1.0, factor)
+                if 1.0 <= factor <= 1.2:
+                    factor = 1.0  # keep h so the factorisations can be reused (RADAU5's rule)
+                new = abs(h) * factor
+                if abs(h) < h_abs and factor >= 1:
+                    new = max(new, h_abs)  # a step shortened to land on a stop says nothing against h
+                self.h_abs = new
+            self.rejected_last = False
+            self.n_accepted += 1
+            self.last = result
+            self.y_old, self.f_old = y, self.f
+            self.t, self.y, self.f = t_new, result.y, result.f
+            self._accepted(t, y, h, result)
+            return True, None
+
+    def _dense_output_impl(self):
+        result = self.last
+        h = self.t - self.t_old
+        coeffs = result.dense if result.dense is not None else hermite_coeffs(h, self.y_old, self.y, self.f_old, self.f)
+        return PolynomialDense(self.t_old, self.t, self.y_old, coeffs)
+
+    # --- hooks for the method subclasses ------------------------------------------------
+    def _setup(self) -> None:
+        """Precompute method coefficients."""
+
+    def _attempt(self, t, y, h, f0) -> StepResult:
+        raise NotImplementedError
+
+    def _refine_error(self, t, y, h, result):
+        """A better error estimate after a rejection (Radau IIA5); None to keep the first."""
+        return None
+
+    def _accepted(self, t, y, h, result) -> None:
+        """Called after a step is accepted (for example to keep a Newton predictor)."""

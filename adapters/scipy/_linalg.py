@@ -1,0 +1,108 @@
+"""Jacobians and factorised Newton/Rosenbrock matrices for the SciPy solvers.
+
+The Jacobian may be a callable, a constant dense or sparse matrix, or absent (then
+forward differences with ``num_jac``, using ``jac_sparsity`` if given), as in SciPy's
+own ``Radau`` and ``BDF``.  Matrices ``(shift I - J)`` are LU-factorised once per
+distinct shift and reused until J or the step size changes (Hairer & Wanner IV.8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import lu_factor, lu_solve
+from scipy.optimize._numdiff import group_columns
+from scipy.sparse import csc_matrix, eye, issparse
+from scipy.sparse.linalg import splu
+from scipy.integrate._ivp.common import num_jac
+
+
+class SingularMatrixError(ArithmeticError):
+    """The Newton or Rosenbrock matrix is singular to working precision."""
+
+
+class Jacobian:
+    """Evaluates df/dy for a solver, counting ``njev`` on the solver."""
+
+    def __init__(self, solver, jac, sparsity) -> None:
+        self.solver = solver
+        self.factor = None  # num_jac's adaptive increment factors
+        self.sparse = False
+        self.constant = None
+        self.callable = None
+        self.sparsity = None
+        n = solver.n
+        if jac is None:
+            if sparsity is not None:
+                if issparse(sparsity):
+                    sparsity = csc_matrix(sparsity)
+                self.sparsity = (sparsity, group_columns(sparsity))
+                self.sparse = True
+        elif callable(jac):
+            self.callable = jac
+            probe = jac(solver.t, solver.y)
+            self.sparse = issparse(probe)
+            self._check_shape(probe, n)
+        else:
+            self.sparse = issparse(jac)
+            self.constant = csc_matrix(jac, dtype=float) if self.sparse else np.asarray(jac, dtype=float)
+            self._check_shape(self.constant, n)
+
+    @staticmethod
+    def _check_shape(matrix, n: int) -> None:
+        if matrix.shape != (n, n):
+            raise ValueError(f"`jac` is expected to have shape {(n, n)}, but actually has {matrix.shape}.")
+
+    @property
+    def is_constant(self) -> bool:
+        return self.constant is not None
+
+    def __call__(self, t, y, f):
+        s = self.solver
+        if self.constant is not None:
+            return self.constant
+        s.njev += 1
+        if self.callable is not None:
+            J = self.callable(t, y)
+            return csc_matrix(J, dtype=float) if self.sparse else np.asarray(J, dtype=float)
+        J, self.factor = num_jac(s.fun_vectorized, t, y, f, s.atol, self.factor, self.sparsity)
+        # num_jac calls fun_vectorized, which bypasses the counter: one call per column group
+        columns = s.n if self.sparsity is None else int(self.sparsity[1].max()) + 1
+        s.nfev += 1 if s.vectorized else columns
+        return J
+
+
+class ShiftedLU:
+    """Factorisations of ``shift * I - J`` for real or complex shifts, cached by shift."""
+
+    def __init__(self, solver, sparse: bool) -> None:
+        self.solver = solver
+        self.sparse = sparse
+        self.cache: dict = {}
+        self.identity = eye(solver.n, format="csc") if sparse else np.identity(solver.n)
+
+    def clear(self) -> None:
+        self.cache.clear()
+
+    def solve(self, shift, J, rhs):
+        key = complex(shift)
+        if key not in self.cache:
+            if len(self.cache) >= 8:  # step sizes come and go; keep the recent factorisations
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = self._factor(shift, J)
+        lu = self.cache[key]
+        out = lu.solve(rhs) if self.sparse else lu_solve(lu, rhs, check_finite=False)
+        return out
+
+    def _factor(self, shift, J):
+        self.solver.nlu += 1
+        matrix = shift * self.identity - J
+        if self.sparse:
+            try:
+                return splu(csc_matrix(matrix))
+            except RuntimeError as exc:  # "Factor is exactly singular"
+                raise SingularMatrixError(str(exc)) from None
+        lu, piv = lu_factor(matrix, check_finite=False)
+        diag = np.abs(np.diag(lu))
+        if not np.all(np.isfinite(lu)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):
+            raise SingularMatrixError("Newton matrix is singular")
+        return lu, piv

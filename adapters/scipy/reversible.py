@@ -1,0 +1,81 @@
+"""``Reversible``: the McCallum & Foster algebraically reversible scheme as a SciPy solver.
+
+Wraps any one-step catalogue method (implicit or explicit) and steps with the core's
+framework-agnostic :func:`stiffcore.reversible.reversible_step`; fixed steps only.
+At the start it checks the core's growth rates for z = h * eig(J(t0, y0)) and warns
+when the spectrum sits where the coupling is unstable.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from stiffcore.catalogue import get_method
+from stiffcore.reversible import DEFAULT_COUPLING, check_coupling, growth_rates, reversible_step
+
+from ._base import StepResult, StiffSolver
+
+STABLE_GROWTH = 1.0011  # per step; beyond this round-off compounds visibly over ~1000 steps
+
+
+class Reversible(StiffSolver):
+    """Algebraically reversible wrapper (McCallum & Foster) around a one-step base method.
+
+    Parameters (beyond SciPy's): ``base`` a catalogue id, display name or stiffcore solver
+    class (default ``"backward_euler"``); ``coupling`` lambda in (0, 1), default 0.999.
+    Needs ``first_step`` (fixed steps).  The second state is available as ``solver.z``.
+    """
+
+    supports_adaptive = False
+
+    def __init__(self, fun, t0, y0, t_bound, base="backward_euler", coupling=DEFAULT_COUPLING, **options):
+        from . import solver_class
+
+        self.coupling = check_coupling(coupling)
+        base_cls = base if isinstance(base, type) else solver_class(base)
+        if base_cls is Reversible:
+            raise ValueError("Reversible cannot wrap itself; choose a one-step catalogue method as base")
+        if not get_method(base_cls.method_id).is_one_step:
+            raise ValueError(f"the reversible scheme needs a one-step base method, got {base_cls.method_id!r}")
+        self.method_id = base_cls.method_id
+        options.setdefault("adaptive", False)
+        self.base = base_cls(fun, t0, y0, t_bound, **options)
+        super().__init__(fun, t0, y0, t_bound, **options)
+        self.z = np.array(self.y, copy=True)
+        self._warn_if_unstable()
+
+    def _warn_if_unstable(self) -> None:
+        if self.n > 500:
+            return
+        J = self.jacobian(self.t, self.y, self.f)
+        J = J.toarray() if hasattr(J, "toarray") else J
+        z = self.h_fixed * self.direction * np.linalg.eigvals(J)
+        z = z[np.abs(z) > 0]
+        if z.size == 0:
+            return
+        fwd, rec = growth_rates(self.method_id, z, self.coupling)
+        worst = float(max(np.max(fwd), np.max(rec)))
+        if worst > STABLE_GROWTH:
+            warnings.warn(
+                f"Reversible({self.method_id}, coupling={self.coupling}) grows by {worst:.4g} per step for "
+                f"h*eig(J) at t0 (forward {np.max(fwd):.4g}, reconstruction {np.max(rec):.4g}); see "
+                "stiffcore.reversible.optimal_coupling", RuntimeWarning, stacklevel=3)
+
+    def _base_step(self, t_from, t_to, y):
+        return self.base._attempt(t_from, y, t_to - t_from, None).y
+
+    def _attempt(self, t, y, h, f0):
+        y1, z1 = reversible_step(self._base_step, t, t + h, y, self.z, self.coupling)
+        result = StepResult(y1, self.eval_f(t + h, y1), None)
+        result.z = z1
+        return result
+
+    def _accepted(self, t, y, h, result) -> None:
+        self.z = result.z
+        self.nfev_base = self.base.nfev
+
+    @property
+    def counts(self):
+        return self.nfev + self.base.nfev, self.njev + self.base.njev, self.nlu + self.base.nlu

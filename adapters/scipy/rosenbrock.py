@@ -1,0 +1,71 @@
+"""Rosenbrock methods from the catalogue as SciPy solvers.
+
+Each step factorises W = I/(h gamma) - J once and solves the stages of the transformed
+form (Hairer & Wanner IV.7, eq. 7.25), whose coefficients come from
+``RosenbrockTableau.transformed()``.  The Jacobian is evaluated at every new step (the
+methods' order relies on it); after a rejection it is reused.  Non-autonomous problems
+get f_t by a forward difference; pass ``autonomous=True`` to skip it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._base import EPS, StepResult, StiffSolver
+
+
+class Rosenbrock(StiffSolver):
+    """Rosenbrock method from the stiffcore catalogue (see the class docstring)."""
+
+    def __init__(self, *args, autonomous: bool = False, **kwargs):
+        self.autonomous = bool(autonomous)
+        super().__init__(*args, **kwargs)
+
+    def _setup(self) -> None:
+        tab = self.method.coefficients
+        self.a, self.C, self.m, m_hat = tab.transformed()
+        self.error_weights = None if m_hat is None else self.m - m_hat
+        self.gamma, self.c, self.d = tab.gamma_diag, tab.c, tab.d
+        self.dense_rows = tab.dense_transformed
+        self._jac_point = None
+
+    def _attempt(self, t, y, h, f0):
+        if f0 is None:
+            f0 = self.eval_f(t, y)
+        if self._jac_point is None or self._jac_point[0] != t or self._jac_point[1] is not y:
+            if not self.jacobian.is_constant or self.J is None:
+                self.refresh_jacobian(t, y, f0)
+            self._jac_point = (t, y)
+        f_t = 0.0
+        if not self.autonomous and np.any(self.d):
+            dt = np.sqrt(EPS) * max(1.0, abs(t)) * self.direction
+            f_t = (self.eval_f(t + dt, y) - f0) / dt
+        shift = 1 / (h * self.gamma)
+        s = self.c.size
+        k = np.empty((s, self.n))
+        for i in range(s):
+            stage_f = f0 if i == 0 else self.eval_f(t + self.c[i] * h, y + self.a[i, :i] @ k[:i])
+            rhs = stage_f + (self.C[i, :i] @ k[:i]) / h
+            if self.d[i]:
+                rhs = rhs + (h * self.d[i]) * f_t
+            k[i] = self.solve_shifted(shift, rhs)
+        y_new = y + self.m @ k
+        f_new = self.eval_f(t + h, y_new)
+        error = None if self.error_weights is None else self.error_weights @ k
+        return StepResult(y_new, f_new, error, self._dense(y, y_new, k))
+
+    def _dense(self, y, y_new, k):
+        """Steinebach's continuous extension as polynomial coefficients in theta:
+        theta (y1 - y0) + theta (1 - theta) sum_r K_r theta^(r-1), K = H k."""
+        if self.dense_rows is None:
+            return None
+        K = self.dense_rows @ k
+        coeffs = np.zeros((K.shape[0] + 1, self.n))
+        coeffs[0] = y_new - y
+        for r, Kr in enumerate(K):
+            coeffs[r] += Kr
+            coeffs[r + 1] -= Kr
+        return coeffs
+
+    def _accepted(self, t, y, h, result) -> None:
+        self.lu.clear()  # W depends on J(y), which changes every step

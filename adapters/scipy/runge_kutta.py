@@ -1,0 +1,207 @@
+"""Runge-Kutta methods from the catalogue as SciPy solvers.
+
+Fully implicit methods (Radau IIA, Gauss-Legendre, Lobatto IIIC) solve their stage
+equations by simplified Newton in the eigenbasis of A^-1, one real or complex n x n
+system per eigenvalue (a conjugate pair shares one complex system), as RADAU5 does
+(Hairer & Wanner IV.8).  Diagonally implicit methods solve stage by stage with the
+matrix I/(h a_ii) - J.  Jacobians and factorisations are reused across steps until
+Newton slows down.  Explicit methods (bases for ``Reversible``) step directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate._ivp.common import norm
+
+from ._base import StepFailure, StepResult, StiffSolver
+
+
+class NewtonFailure(StepFailure):
+    """Newton's iteration for the stage equations diverged or converged too slowly."""
+
+SLOW_NEWTON = 1e-3  # recompute J for the next step when Newton contracted slower than this
+
+
+class ImplicitRungeKutta(StiffSolver):
+    """Implicit Runge-Kutta method from the stiffcore catalogue (see the class docstring)."""
+
+    def _setup(self) -> None:
+        tab = self.method.coefficients
+        self.a, self.b, self.c = tab.a, tab.b, tab.c
+        self.fully_implicit = self.method.family == "fully_implicit"
+        self.error_weights = None if tab.b_embedded is None else tab.b - tab.b_embedded
+        self.b0 = tab.b0_embedded
+        self.predictor = None
+        self.jac_point = None
+        if self.fully_implicit:
+            a_inv = np.linalg.inv(tab.a)
+            mu, vecs = np.linalg.eig(a_inv)
+            # one representative per conjugate pair (imag >= 0); partners get conjugates
+            self.blocks = []
+            used = set()
+            for k in np.argsort(-mu.imag):
+                if k in used:
+                    continue
+                used.add(k)
+                partner = None
+                if abs(mu[k].imag) > 1e-12:
+                    partner = min((j for j in range(len(mu)) if j not in used), key=lambda j: abs(mu[j] - mu[k].conjugate()))
+                    used.add(partner)
+                    vecs[:, partner] = vecs[:, k].conjugate()
+                self.blocks.append((k, partner, mu[k] if partner is not None else mu[k].real))
+            self.mu, self.V = mu, vecs
+            self.V_inv = np.linalg.inv(vecs)
+            self.solution_weights = tab.b @ a_inv          # y1 = y0 + (b A^-1) Z
+            self.stage_weights = a_inv                       # h F = A^-1 Z
+            if self.error_weights is not None:
+                self.error_z_weights = -self.error_weights @ a_inv  # (b^ - b) A^-1
+            self.dense_weights = None if tab.dense is None else tab.dense.T @ a_inv
+            real = [m for _, p, m in self.blocks if p is None]
+            self.b0_shift = next((m for m in real if self.b0 and abs(m * self.b0 - 1) < 1e-12), None)
+
+    # --- one step -------------------------------------------------------------------------
+    def _attempt(self, t, y, h, f0):
+        if f0 is None:
+            f0 = self.eval_f(t, y)
+        if self.jac_stale:
+            self.refresh_jacobian(t, y, f0)
+            self.jac_point = (t, y)
+        solve_stages = self._firk if self.fully_implicit else self._dirk
+        try:
+            return solve_stages(t, y, h, f0)
+        except NewtonFailure:
+            fresh = self.jac_point is not None and self.jac_point[0] == t and self.jac_point[1] is y
+            if fresh or self.jacobian.is_constant:
+                raise
+            self.refresh_jacobian(t, y, f0)  # an old Jacobian may be to blame: retry once with a new one
+            self.jac_point = (t, y)
+            return solve_stages(t, y, h, f0)
+
+    def _newton_scale(self, y):
+        return self.atol + self.rtol * np.abs(y)
+
+    def _converged(self, dz_norm, previous, k):
+        """RADAU5's test: returns (done, failed, rate)."""
+        if previous is None:
+            return dz_norm == 0, False, 0.0
+        rate = dz_norm / previous if previous > 0 else 0.0
+        if rate >= 1 or rate ** (self.max_newton_iter - k) / (1 - rate) * dz_norm > self.newton_tol:
+            return False, True, rate
+        return dz_norm == 0 or rate / (1 - rate) * dz_norm < self.newton_tol, False, rate
+
+    def _firk(self, t, y, h, f0):
+        s, n = self.c.size, self.n
+        scale = self._newton_scale(y)
+        if self.predictor is not None and t == self.t and y is self.y:
+            theta = 1 + self.c * h / self.predictor[0]
+            z = (self.predictor[1].T @ (theta[None, :] ** np.arange(1, self.predictor[1].shape[0] + 1)[:, None])).T
+        else:
+            z = np.zeros((s, n))
+        w = self.V_inv @ z
+        previous, rate = None, 0.0
+        for k in range(self.max_newton_iter):
+            f = np.array([self.eval_f(t + self.c[i] * h, y + z[i]) for i in range(s)])
+            g = self.V_inv @ f - (self.mu / h)[:, None] * w
+            dw = np.empty_like(w)
+            for i, partner, mu in self.blocks:
+                rhs = g[i].real if partner is None else g[i]
+                dw[i] = self.solve_shifted(mu / h, rhs)
+                if partner is not None:
+                    dw[partner] = dw[i].conjugate()
+            dz = (self.V @ dw).real
+            dz_norm = norm(dz / scale)
+            done, failed, rate = self._converged(dz_norm, previous, k)
+            if failed:
+                break
+            w += dw
+            z = (self.V @ w).real
+            if done:
+                return self._firk_result(t, y, h, f0, z, rate)
+            previous = dz_norm
+        raise NewtonFailure(f"Newton iteration did not converge (rate {rate:.3g}) at t = {t}")
+
+    def _firk_result(self, t, y, h, f0, z, rate):
+        y_new = y + self.solution_weights @ z
+        f_new = self.eval_f(t + h, y_new)
+        error = None
+        if self.error_weights is not None:
+            raw = self.error_z_weights @ z + h * self.b0 * f0
+            error = self._stiff_filter(h, raw)
+            self._raw_error_z = self.error_z_weights @ z
+        dense = None if self.dense_weights is None else self.dense_weights @ z
+        return StepResult(y_new, f_new, error, dense, rate)
+
+    def _stiff_filter(self, h, raw):
+        """(I - h b0 J)^-1 raw, the stiff error estimate of Hairer & Wanner (IV.8, eq. 8.20)."""
+        if not self.b0:
+            return raw
+        shift = (self.b0_shift if self.b0_shift is not None else 1 / self.b0) / h
+        return shift * self.solve_shifted(shift, raw)
+
+    def _refine_error(self, t, y, h, result):
+        if not self.b0 or result.error is None:
+            return None
+        try:
+            f = self.eval_f(t, y + result.error)
+        except StepFailure:
+            return None
+        return self._stiff_filter(h, self._raw_error_z + h * self.b0 * f)
+
+    def _dirk(self, t, y, h, f0):
+        s, n = self.c.size, self.n
+        scale = self._newton_scale(y)
+        F = np.empty((s, n))
+        worst = 0.0
+        for i in range(s):
+            psi = y + h * (self.a[i, :i] @ F[:i])
+            aii = self.a[i, i]
+            if aii == 0:
+                F[i] = f0 if (i == 0 and self.c[0] == 0) else self.eval_f(t + self.c[i] * h, psi)
+                continue
+            gamma = h * aii
+            Y = psi + gamma * (F[i - 1] if i else f0)
+            previous, rate, done = None, 0.0, False
+            for k in range(self.max_newton_iter):
+                g = (psi - Y) / gamma + self.eval_f(t + self.c[i] * h, Y)
+                dY = self.solve_shifted(1 / gamma, g)
+                dy_norm = norm(dY / scale)
+                done, failed, rate = self._converged(dy_norm, previous, k)
+                if failed:
+                    break
+                Y = Y + dY
+                if done:
+                    break
+                previous = dy_norm
+            if not done:
+                raise NewtonFailure(f"Newton iteration did not converge in stage {i + 1} (rate {rate:.3g}) at t = {t}")
+            F[i] = (Y - psi) / gamma
+            worst = max(worst, rate)
+        y_new = y + h * (self.b @ F)
+        f_new = self.eval_f(t + h, y_new)
+        error = None if self.error_weights is None else h * (self.error_weights @ F)
+        return StepResult(y_new, f_new, error, None, worst)
+
+    def _accepted(self, t, y, h, result) -> None:
+        if result.newton_rate > SLOW_NEWTON and not self.jacobian.is_constant:
+            self.jac_stale = True
+        if self.fully_implicit and result.dense is not None:
+            self.predictor = (h, result.dense)
+
+
+class ExplicitRungeKutta(StiffSolver):
+    """Explicit Runge-Kutta method from the catalogue (mainly a base for ``Reversible``)."""
+
+    def _setup(self) -> None:
+        tab = self.method.coefficients
+        self.a, self.b, self.c = tab.a, tab.b, tab.c
+        self.error_weights = None if tab.b_embedded is None else tab.b - tab.b_embedded
+
+    def _attempt(self, t, y, h, f0):
+        s = self.c.size
+        F = np.empty((s, self.n))
+        F[0] = self.eval_f(t, y) if f0 is None else f0
+        for i in range(1, s):
+            F[i] = self.eval_f(t + self.c[i] * h, y + h * (self.a[i, :i] @ F[:i]))
+        y_new = y + h * (self.b @ F)
+        error = None if self.error_weights is None else h * (self.error_weights @ F)
+        return StepResult(y_new, self.eval_f(t + h, y_new), error)

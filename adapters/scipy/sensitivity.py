@@ -1,0 +1,266 @@
+"""``solve_ivp_sensitivity``: parameter gradients of a ``solve_ivp`` solution, exact for the
+discrete method.
+
+The solve runs in two passes.  The first is an ordinary adaptive (or fixed-step) solve with
+the chosen stiffcore method; it fixes the step sequence, landing exactly on every
+``t_eval``.  The second replays that step sequence with stage equations solved to round-off
+and differentiates each step exactly (see ``_step_maps``).  Step sizes are treated as fixed
+during differentiation: the result is the derivative of the discrete solution map for the
+accepted steps, not of the step-size controller.
+
+* ``mode="forward"``: the discrete tangent dy/dp at every output time.
+* ``mode="reverse"``: the discrete adjoint gradient of a scalar ``loss(Y)`` of the outputs,
+  with states checkpointed every ``checkpoint_every`` steps (default sqrt of the step count)
+  and recomputed segment by segment; with ``method="Reversible"`` the states are instead
+  rebuilt backwards by the reversible step, so memory does not grow with the step count.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy.integrate import solve_ivp
+from scipy.integrate._ivp.ivp import OdeResult
+
+from stiffcore.catalogue import get_method
+from stiffcore.reversible import DEFAULT_COUPLING, check_coupling
+
+from ._derivatives import _STEP, Derivatives
+from ._step_maps import ReversiblePairMap, StepFailed, step_map
+
+
+def _outputs(t_eval, t_span):
+    if t_eval is None:
+        return None
+    t_eval = np.asarray(t_eval, dtype=float).ravel()
+    t0, t1 = map(float, t_span)
+    lo, hi = min(t0, t1), max(t0, t1)
+    if np.any(t_eval < lo) or np.any(t_eval > hi):
+        raise ValueError("Values in `t_eval` are not within `t_span`.")
+    d = np.diff(t_eval)
+    if (t1 > t0 and np.any(d <= 0)) or (t1 < t0 and np.any(d >= 0)):
+        raise ValueError("Values in `t_eval` are not properly sorted.")
+    return t_eval
+
+
+def _loss_gradient(loss, Y):
+    """dL/dY by complex step when ``loss`` is analytic, else central differences (warned)."""
+    flat = Y.ravel()
+    grad = np.empty(flat.size)
+    try:
+        probe = loss((flat + 0j).reshape(Y.shape))
+        analytic = np.iscomplexobj(probe)
+    except (TypeError, ValueError):
+        analytic = False
+    if not analytic:
+        warnings.warn("stiffcore: loss_grad not given and loss does not accept complex input; "
+                      "dL/dY by central differences (about 8 digits)", RuntimeWarning, stacklevel=3)
+    for j in range(flat.size):
+        if analytic:
+            e = np.zeros(flat.size, dtype=complex)
+            e[j] = 1j * _STEP
+            grad[j] = np.imag(loss((flat + e).reshape(Y.shape))) / _STEP
+        else:
+            step = np.cbrt(np.finfo(float).eps) * max(1.0, abs(flat[j]))
+            e = np.zeros(flat.size)
+            e[j] = step
+            grad[j] = (loss((flat + e).reshape(Y.shape)) - loss((flat - e).reshape(Y.shape))) / (2 * step)
+    return grad.reshape(Y.shape)
+
+
+def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, mode="forward", loss=None,
+                          loss_grad=None, jac=None, jac_p=None, checkpoint_every=None, autonomous=False,
+                          base="backward_euler", coupling=DEFAULT_COUPLING, **options):
+    """Solve ``y' = fun(t, y, p)`` and differentiate the discrete solution with respect to ``p``.
+
+    Parameters
+    ----------
+    fun : callable ``fun(t, y, p) -> (n,)``; complex-safe for exact derivatives without jac.
+    t_span, y0, t_eval, **options : as for ``solve_ivp`` (``rtol``, ``atol``, ``first_step``,
+        ``max_step``, ``adaptive`` ...).  Outputs are the states at ``t_eval`` (all step
+        ends when None).
+    p : array_like, the parameters.
+    method : a stiffcore method name or id (``"RadauIIA5"``, ``"Rodas5P"``, ``"Reversible"`` ...).
+    mode : ``"forward"`` (dy/dp at the outputs) or ``"reverse"`` (gradient of ``loss``).
+    loss : callable ``loss(Y) -> float`` of the (n, len(t)) outputs, for ``mode="reverse"``.
+    loss_grad : callable ``loss_grad(Y) -> (n, len(t))``; complex step of ``loss`` if absent.
+    jac, jac_p : callables ``(t, y, p) -> df/dy (n, n)``, ``-> df/dp (n, P)``; complex-step
+        differentiation of ``fun`` (exact) or central differences (warned) if absent.
+    checkpoint_every : int, states kept every this many steps in reverse mode.
+    autonomous : bool, skip the f_t term of Rosenbrock methods.
+    base, coupling : for ``method="Reversible"``.
+
+    Returns
+    -------
+    OdeResult with ``t``, ``y``, ``sensitivities`` (n, P, len(t)) in forward mode, ``loss``,
+    ``grad`` (P,) and ``grad_y0`` (n,) in reverse mode, ``t_steps`` (the step sequence),
+    ``nfev``, ``njev``, ``nlu`` of the step-selecting solve, ``status``, ``message``, ``success``.
+    """
+    from . import solver_class
+
+    if mode not in ("forward", "reverse"):
+        raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+    if mode == "reverse" and loss is None:
+        raise ValueError("mode='reverse' needs loss=callable(Y) -> float")
+    p = np.asarray(p, dtype=float).ravel()
+    y0 = np.asarray(y0, dtype=float).ravel()
+    t_out = _outputs(t_eval, t_span)
+    reversible = method == "Reversible"
+    method_id = get_method(base if reversible else method).id
+    if reversible:
+        coupling = check_coupling(coupling)
+        options.update(base=base, coupling=coupling)
+    derivs = Derivatives(fun, y0.size, p, jac, jac_p)
+    try:
+        f0 = derivs.f(float(t_span[0]), y0, p)
+    except Exception as exc:  # noqa: BLE001 - report what fun(t, y, p) itself raised
+        raise ValueError(f"fun(t, y, p) failed at t0 with p of shape {p.shape}: {exc}") from exc
+    if np.shape(f0) != y0.shape:
+        raise ValueError(f"fun(t, y, p) returned shape {np.shape(f0)}, expected {y0.shape} (is p the right size?)")
+
+    # Pass 1: the step sequence.
+    cls = solver_class("Reversible" if reversible else method_id)
+    sol_jac = None if jac is None else (lambda t, y: jac(t, y, p))
+    if get_method(method_id).family == "rosenbrock":
+        options["autonomous"] = autonomous
+    first = solve_ivp(lambda t, y: fun(t, y, p), t_span, y0, method=cls, jac=sol_jac, tstops=t_out, **options)
+    result = OdeResult(t_steps=first.t, nfev=first.nfev, njev=first.njev, nlu=first.nlu,
+                       status=first.status, message=first.message, success=first.success)
+    if first.status != 0:
+        return result
+    steps = first.t
+    if t_out is None:
+        out_index = np.arange(steps.size)
+    else:
+        out_index = np.searchsorted(steps, t_out) if steps[-1] >= steps[0] else \
+            steps.size - 1 - np.searchsorted(steps[::-1], t_out)
+        if not np.allclose(steps[out_index], t_out, rtol=0, atol=0):
+            raise RuntimeError("internal error: the step sequence missed an output time")
+    result.t = steps[out_index]
+
+    # Pass 2: replay and differentiate.
+    base_map = step_map(method_id, derivs, autonomous)
+    try:
+        if reversible:
+            run = _reversible_forward if mode == "forward" else _reversible_reverse
+            run(result, ReversiblePairMap(base_map, coupling), steps, out_index, y0, p, loss, loss_grad)
+        elif mode == "forward":
+            _forward(result, base_map, steps, out_index, y0, p)
+        else:
+            _reverse(result, base_map, steps, out_index, y0, p, loss, loss_grad, checkpoint_every)
+    except StepFailed as exc:
+        result.update(status=-1, success=False, message=f"sensitivity replay failed: {exc}")
+    return result
+
+
+def _forward(result, phi, steps, out_index, y0, p):
+    n, P = y0.size, p.size
+    wanted = set(out_index.tolist())
+    Y, S = [], []
+    y, s = y0, np.zeros((n, P))
+    if 0 in wanted:
+        Y.append(y), S.append(s)
+    for k in range(steps.size - 1):
+        y, Py, Pp = phi(steps[k], y, steps[k + 1] - steps[k], p)
+        s = Py @ s + Pp
+        if k + 1 in wanted:
+            Y.append(y), S.append(s)
+    result.y = np.array(Y).T
+    result.sensitivities = np.moveaxis(np.array(S), 0, -1)
+
+
+def _seed(out_index, G):
+    """Map step index -> dL/dy at that output."""
+    seeds: dict = {}
+    for col, k in enumerate(out_index.tolist()):
+        seeds[k] = seeds.get(k, 0) + G[:, col]
+    return seeds
+
+
+def _finish_loss(result, Y, loss, loss_grad):
+    result.y = Y
+    result.loss = float(np.real(loss(Y)))
+    G = np.asarray(loss_grad(Y) if loss_grad is not None else _loss_gradient(loss, Y), dtype=float)
+    if G.shape != Y.shape:
+        raise ValueError(f"loss_grad returned shape {G.shape}, expected {Y.shape}")
+    return G
+
+
+def _reverse(result, phi, steps, out_index, y0, p, loss, loss_grad, every):
+    n_steps = steps.size - 1
+    every = every or max(1, math.isqrt(max(n_steps, 1)))
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}")
+    wanted = set(out_index.tolist())
+    checkpoints, outputs = {0: y0}, {}
+    y = y0
+    if 0 in wanted:
+        outputs[0] = y
+    for k in range(n_steps):
+        y, _, _ = phi(steps[k], y, steps[k + 1] - steps[k], p, derivatives=False)
+        if (k + 1) % every == 0:
+            checkpoints[k + 1] = y
+        if k + 1 in wanted:
+            outputs[k + 1] = y
+    Y = np.array([outputs[k] for k in out_index.tolist()]).T
+    seeds = _seed(out_index, _finish_loss(result, Y, loss, loss_grad))
+    ybar = np.array(seeds.get(n_steps, np.zeros(y0.size)), dtype=float)
+    pbar = np.zeros(p.size)
+    for start in range((n_steps - 1) // every * every, -1, -every):
+        stop = min(start + every, n_steps)
+        y, blocks = checkpoints[start], []
+        for k in range(start, stop):  # recompute the segment, keeping its step Jacobians
+            y_next, Py, Pp = phi(steps[k], y, steps[k + 1] - steps[k], p)
+            blocks.append((Py, Pp))
+            y = y_next
+        for k in range(stop - 1, start - 1, -1):
+            Py, Pp = blocks[k - start]
+            pbar += Pp.T @ ybar
+            ybar = Py.T @ ybar + seeds.get(k, 0)
+    result.grad, result.grad_y0 = pbar, ybar
+    result.checkpoints = len(checkpoints)
+
+
+def _reversible_forward(result, pair, steps, out_index, y0, p, loss, loss_grad):
+    n, P = y0.size, p.size
+    wanted = set(out_index.tolist())
+    y, z = y0, y0.copy()
+    sy, sz = np.zeros((n, P)), np.zeros((n, P))
+    Y, S = ([y], [sy]) if 0 in wanted else ([], [])
+    for k in range(steps.size - 1):
+        y, z, blocks = pair.jacobians(steps[k], y, z, steps[k + 1] - steps[k], p)
+        sy, sz = pair.tangent(blocks, sy, sz, np.eye(P))
+        if k + 1 in wanted:
+            Y.append(y), S.append(sy)
+    result.y = np.array(Y).T
+    result.sensitivities = np.moveaxis(np.array(S), 0, -1)
+
+
+def _reversible_reverse(result, pair, steps, out_index, y0, p, loss, loss_grad):
+    """Adjoint sweep that rebuilds each state with the reversible backward step: no stored
+    trajectory, so memory does not depend on the number of steps."""
+    n_steps = steps.size - 1
+    out_list = out_index.tolist()
+    Y = np.empty((y0.size, len(out_list)))
+    y, z = y0, y0.copy()
+    for col, k in enumerate(out_list):
+        if k == 0:
+            Y[:, col] = y0
+    for k in range(n_steps):
+        y, z = pair.forward(steps[k], y, z, steps[k + 1] - steps[k], p)
+        for col, kk in enumerate(out_list):
+            if kk == k + 1:
+                Y[:, col] = y
+    seeds = _seed(out_index, _finish_loss(result, Y, loss, loss_grad))
+    ybar, zbar, pbar = np.array(seeds.get(n_steps, np.zeros(y0.size)), dtype=float), np.zeros(y0.size), np.zeros(p.size)
+    for k in range(n_steps - 1, -1, -1):
+        h = steps[k + 1] - steps[k]
+        y, z = pair.backward(steps[k], y, z, h, p)
+        _, _, blocks = pair.jacobians(steps[k], y, z, h, p)
+        ybar, zbar, dp = pair.adjoint(blocks, ybar, zbar)
+        pbar += dp
+        ybar = ybar + seeds.get(k, 0)
+    result.grad, result.grad_y0 = pbar, ybar + zbar
+    result.reconstruction_error = float(np.max(np.abs(y - y0)) / max(np.max(np.abs(y0)), 1e-300))

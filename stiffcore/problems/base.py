@@ -1,0 +1,100 @@
+"""The :class:`Problem` record and mass-action reaction networks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ._arrays import constant_like, namespace
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A stiff test problem with its rate constants as parameters.
+
+    ``rhs(t, y, p)`` accepts numpy, torch or jax arrays (state along the last axis, so a
+    leading batch dimension works); ``jac(t, y, p)`` = df/dy and ``jac_p(t, y, p)`` = df/dp
+    are numpy, for SciPy.  ``reference`` is ``(t, y(t))`` where a reference solution is known.
+    """
+
+    name: str
+    description: str
+    y0: np.ndarray
+    t_span: tuple
+    params: np.ndarray
+    param_names: tuple
+    species: tuple
+    rhs: Callable
+    jac: Callable | None = None
+    jac_p: Callable | None = None
+    reference: tuple | None = None
+    reference_note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def check_params(self, p) -> np.ndarray:
+        p = np.asarray(self.params if p is None else p, dtype=float)
+        if p.shape != self.params.shape:
+            raise ValueError(
+                f"{self.name} has {self.params.size} parameters ({', '.join(self.param_names)}), got shape {p.shape}"
+            )
+        return p
+
+    def fun(self, p=None) -> Callable:
+        """``fun(t, y)`` for ``solve_ivp`` at parameters ``p`` (default: the problem's own)."""
+        p = self.check_params(p)
+        return lambda t, y: self.rhs(t, y, p)
+
+    def jac_fun(self, p=None) -> Callable:
+        p = self.check_params(p)
+        return lambda t, y: self.jac(t, y, p)
+
+
+class MassActionNetwork:
+    """Reactions with mass-action rates r_j = k_j prod(y[reactants_j]) and f = S r.
+
+    Written once, evaluated for numpy, torch or jax: reactant indices pad the state with
+    a trailing 1 so every rate is a product of exactly ``order`` factors.
+    """
+
+    def __init__(self, n_species: int, reactants: Sequence[Sequence[int]], stoichiometry) -> None:
+        self.n = n_species
+        self.order = max(len(r) for r in reactants)
+        pad = n_species  # index of the constant 1 appended to the state
+        self.reactants = np.array([list(r) + [pad] * (self.order - len(r)) for r in reactants])
+        self.stoichiometry = np.asarray(stoichiometry, dtype=float)  # (n_species, n_reactions)
+        if self.stoichiometry.shape != (n_species, len(reactants)):
+            raise ValueError(f"stoichiometry must be ({n_species}, {len(reactants)}), got {self.stoichiometry.shape}")
+
+    def rates(self, y, k):
+        xp = namespace(y)
+        ones = xp.ones_like(y[..., :1])
+        padded = (np.concatenate if xp is np else getattr(xp, "concatenate", None) or xp.cat)([y, ones], -1)
+        r = k
+        for col in range(self.order):
+            r = r * padded[..., self.reactants[:, col]]
+        return r
+
+    def rhs(self, t, y, k):
+        r = self.rates(y, k)
+        return r @ constant_like(self.stoichiometry.T, r)
+
+    def jac(self, t, y, k) -> np.ndarray:
+        """df/dy (numpy; complex-safe, so complex-step differentiation passes through)."""
+        y = np.asarray(y)
+        padded = np.append(y, 1.0)
+        drdy = np.zeros((self.reactants.shape[0], self.n), dtype=np.result_type(y, np.asarray(k), float))
+        for j, idx in enumerate(self.reactants):
+            for a in range(self.order):
+                if idx[a] == self.n:
+                    continue
+                others = np.prod([padded[idx[b]] for b in range(self.order) if b != a])
+                drdy[j, idx[a]] += k[j] * others
+        return self.stoichiometry @ drdy
+
+    def jac_p(self, t, y, k) -> np.ndarray:
+        """df/dk (numpy): column j is S[:, j] times the rate with k_j = 1."""
+        y = np.asarray(y)
+        unit = self.rates(y, np.ones(np.shape(k)))
+        return self.stoichiometry * unit[None, :]
