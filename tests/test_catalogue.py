@@ -72,9 +72,7 @@ def test_stability_function_matches_exponential_to_order(method):
     p = method.order
     r = _stability_taylor(method, p)
     expected = np.array([1 / factorial(k) for k in range(p + 1)])
-    # 1e-9: Kvaerno4's gamma is published to 10 digits, so its R(-inf) is ~7e-11, not 0; the
-    # stability function treats that as round-off (TABLEAU_TOL) and moves r_4 by ~7e-12.
-    np.testing.assert_allclose(r, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(r, expected, rtol=1e-12, atol=1e-14)
 
 
 def _problem():

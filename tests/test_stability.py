@@ -49,7 +49,8 @@ def test_classification_matches_literature(mid):
     cls = get_method(mid).stability.classify()
     assert cls.a_stable is a_stable
     assert cls.l_stable is l_stable
-    assert cls.r_at_infinity == pytest.approx(r_inf, abs=1e-12)
+    # 1e-10: Kvaerno3/4's gamma is published to 11/10 digits, so their R(-inf) is ~1e-11, not 0
+    assert cls.r_at_infinity == pytest.approx(r_inf, abs=1e-10)
     assert cls.decay_exponent == pytest.approx(exponent, abs=1e-12)
 
 

@@ -36,9 +36,9 @@ _CLASSES: dict = {}
 
 def solver_class(method) -> type:
     """The SciPy solver class of a one-step catalogue method (id or display name)."""
-    m = get_method(method)
-    if m.name == "Reversible":
+    if method == "Reversible":
         return Reversible
+    m = get_method(method)
     if m.family not in _FAMILY_CLASS:
         raise ValueError(f"{m.id!r} is a {m.family} method; SciPy already has BDF (method='BDF')")
     if m.id not in _CLASSES:

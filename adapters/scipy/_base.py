@@ -125,7 +125,8 @@ class StiffSolver(OdeSolver):
             raise ValueError(f"{type(self).__name__} has no embedded error estimate, so it cannot choose its "
                              "steps; pass first_step=h and adaptive=False for fixed steps")
         if not adaptive and first_step is None:
-            raise ValueError(f"{type(self).__name__} with fixed steps needs first_step=h")
+            why = "with fixed steps" if can else "has no embedded error estimate, so it takes fixed steps and"
+            raise ValueError(f"{type(self).__name__} {why} needs first_step=h")
         return bool(adaptive)
 
     @staticmethod
@@ -167,13 +168,14 @@ class StiffSolver(OdeSolver):
         return out
 
     def _next_time(self, t, h_abs):
-        t_new = t + self.direction * h_abs
-        if self.direction * (t_new - self.t_bound) > 0:
-            t_new = self.t_bound
+        """t + h, shortened to land on the next stop or t_bound, or stretched onto it when
+        it lies within a hair beyond (so round-off in t never leaves a sliver of a step)."""
         while self.tstops and self.direction * (self.tstops[0] - t) <= 0:
             self.tstops.pop(0)
-        if self.tstops and self.direction * (t_new - self.tstops[0]) > 0:
-            t_new = self.tstops[0]
+        target = self.tstops[0] if self.tstops else self.t_bound
+        t_new = t + self.direction * h_abs
+        if self.direction * (t_new - target) > -1e-8 * h_abs:
+            t_new = target
         return t_new
 
     def _step_impl(self):

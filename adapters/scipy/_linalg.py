@@ -64,11 +64,15 @@ class Jacobian:
         if self.callable is not None:
             J = self.callable(t, y)
             return csc_matrix(J, dtype=float) if self.sparse else np.asarray(J, dtype=float)
-        J, self.factor = num_jac(s.fun_vectorized, t, y, f, s.atol, self.factor, self.sparsity)
-        # num_jac calls fun_vectorized, which bypasses the counter: one call per column group
-        columns = s.n if self.sparsity is None else int(self.sparsity[1].max()) + 1
-        s.nfev += 1 if s.vectorized else columns
+        J, self.factor = num_jac(self._counted, t, y, f, s.atol, self.factor, self.sparsity)
         return J
+
+    def _counted(self, t, Y):
+        """fun_vectorized bypasses the solver's counter: count its calls here (one per column
+        unless fun itself is vectorized)."""
+        s = self.solver
+        s.nfev += 1 if s.vectorized else Y.shape[1]
+        return s.fun_vectorized(t, Y)
 
 
 class ShiftedLU:

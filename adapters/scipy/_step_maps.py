@@ -1,9 +1,9 @@
 """One step of a catalogue method as a map y_{n+1} = Phi(t_n, y_n, h_n, p), with its
 exact Jacobians dPhi/dy and dPhi/dp, for discrete forward and adjoint sensitivities.
 
-* Runge-Kutta (explicit or implicit): the stage equations F_i = f(t + c_i h, y + h sum_j
-  a_ij F_j, p) are solved by full Newton to round-off; their derivatives follow from the
-  implicit function theorem, (I - h [a_ij J_i]) dF = [J_i] dy + [P_i] dp, so they do not
+* Runge-Kutta (explicit or implicit): the stage equations Y_i = y + h sum_j a_ij
+  f(t_j, Y_j, p) are solved by full Newton to round-off; their derivatives follow from the
+  implicit function theorem, (I - h [a_ij J_j]) dY = 1 dy + h A [P_j] dp, so they do not
   depend on how the forward solve's Newton iteration went.
 * Rosenbrock: the step is explicit given J(y), so its derivative (which involves dJ/dy)
   is taken by complex-step differentiation of the whole step when the user supplies an
@@ -31,61 +31,84 @@ class StepFailed(ArithmeticError):
 
 
 class RungeKuttaStepMap:
-    """Phi for a Runge-Kutta tableau; derivatives by the implicit function theorem."""
+    """Phi for a Runge-Kutta tableau; derivatives by the implicit function theorem.
+
+    The unknowns are the stage values Y_i = y + h sum_j a_ij f(t_j, Y_j, p), and the new
+    state is read off without the cancellation of y + h b.F at large |h lambda|: Y_s for
+    stiffly accurate methods, y + b A^-1 (Y - y) when A is invertible, y + h b.F otherwise.
+    """
 
     def __init__(self, tableau: ButcherTableau, derivs: Derivatives) -> None:
         self.tab, self.d = tableau, derivs
         self.explicit = tableau.is_explicit
+        self.stiffly_accurate = tableau.is_stiffly_accurate and not tableau.is_explicit
+        invertible = not tableau.is_explicit and abs(np.linalg.det(tableau.a)) > 1e-12
+        self.weights = tableau.b @ np.linalg.inv(tableau.a) if invertible and not self.stiffly_accurate else None
 
     def _stages(self, t, y, h, p):
         a, c = self.tab.a, self.tab.c
         s, n = c.size, y.size
-        F = np.empty((s, n))
         if self.explicit:
+            Y, F = np.empty((s, n)), np.empty((s, n))
             for i in range(s):
-                F[i] = self.d.f(t + c[i] * h, y + h * (a[i, :i] @ F[:i]), p)
-            return F
-        F[:] = self.d.f(t, y, p)
+                Y[i] = y + h * (a[i, :i] @ F[:i])
+                F[i] = self.d.f(t + c[i] * h, Y[i], p)
+            return Y
+        Y = np.tile(y, (s, 1))
         previous = np.inf
         for _ in range(60):
-            Y = y + h * (a @ F)
-            G = F - np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
-            M = self._matrix(t, Y, h, p)
-            dF = np.linalg.solve(M, -G.ravel()).reshape(s, n)
-            F += dF
-            size, scale = np.max(np.abs(dF)), max(np.max(np.abs(F)), 1e-300)
+            F = np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
+            G = Y - y - h * (a @ F)
+            dY = np.linalg.solve(self._matrix(t, Y, h, p), -G.ravel()).reshape(s, n)
+            Y += dY
+            size, scale = np.max(np.abs(dY)), max(np.max(np.abs(Y)), 1e-300)
             # done at round-off: tiny, or no longer shrinking once far below the solution
             if size <= 4 * EPS * scale or (size > 0.5 * previous and size <= 1e-10 * scale):
-                return F
+                return Y
             previous = size
         raise StepFailed(f"stage equations did not converge to round-off at t = {t}, h = {h}")
 
-    def _matrix(self, t, Y, h, p):
-        """I - h [a_ij J(Y_i)] as an (s n) x (s n) matrix."""
+    def _matrix(self, t, Y, h, p, jacobians=None):
+        """I - h [a_ij J(Y_j)] as an (s n) x (s n) matrix."""
         a, c = self.tab.a, self.tab.c
         s, n = Y.shape
+        J = jacobians or [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)]
         M = np.eye(s * n)
         for i in range(s):
-            J = self.d.dfdy(t + c[i] * h, Y[i], p)
             for j in range(s):
                 if a[i, j]:
-                    M[i * n:(i + 1) * n, j * n:(j + 1) * n] -= h * a[i, j] * J
+                    M[i * n:(i + 1) * n, j * n:(j + 1) * n] -= h * a[i, j] * J[j]
         return M
 
+    def _combine(self, y_part, Y_part, F_part, h):
+        """The new state (or its derivative) from the stage values, see the class docstring."""
+        if self.stiffly_accurate:
+            return Y_part[-1]
+        if self.weights is not None:
+            return (1 - self.weights.sum()) * y_part + np.tensordot(self.weights, Y_part, axes=1)
+        return y_part + h * np.tensordot(self.tab.b, F_part, axes=1)
+
     def __call__(self, t, y, h, p, derivatives: bool = True):
-        a, b, c = self.tab.a, self.tab.b, self.tab.c
-        F = self._stages(t, y, h, p)
-        y_new = y + h * (b @ F)
+        a, c = self.tab.a, self.tab.c
+        Y = self._stages(t, y, h, p)
+        s, n = Y.shape
+        F = None if (self.stiffly_accurate or self.weights is not None) else \
+            np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
+        y_new = self._combine(y, Y, F, h)
         if not derivatives:
             return y_new, None, None
-        s, n = F.shape
-        Y = y + h * (a @ F)
-        M = self._matrix(t, Y, h, p)
-        rhs = np.vstack([np.hstack([self.d.dfdy(t + c[i] * h, Y[i], p), self.d.dfdp(t + c[i] * h, Y[i], p)])
-                         for i in range(s)])
-        dF = lu_solve(lu_factor(M), rhs).reshape(s, n, -1)
-        dPhi = h * np.tensordot(b, dF, axes=1)
-        return y_new, np.eye(n) + dPhi[:, :n], dPhi[:, n:]
+        J = [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)]
+        P = [self.d.dfdp(t + c[j] * h, Y[j], p) for j in range(s)]
+        n_p = P[0].shape[1]
+        rhs = np.zeros((s * n, n + n_p))
+        for i in range(s):
+            rhs[i * n:(i + 1) * n, :n] = np.eye(n)
+            rhs[i * n:(i + 1) * n, n:] = h * sum(a[i, j] * P[j] for j in range(s) if a[i, j])
+        dY = lu_solve(lu_factor(self._matrix(t, Y, h, p, J)), rhs).reshape(s, n, n + n_p)
+        dy = np.hstack([np.eye(n), np.zeros((n, n_p))])
+        dF = None if F is None else np.array([J[j] @ dY[j] + np.hstack([np.zeros((n, n)), P[j]]) for j in range(s)])
+        dPhi = self._combine(dy, dY, dF, h)
+        return y_new, dPhi[:, :n], dPhi[:, n:]
 
 
 class RosenbrockStepMap:

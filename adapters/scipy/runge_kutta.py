@@ -31,6 +31,7 @@ class ImplicitRungeKutta(StiffSolver):
         self.fully_implicit = self.method.family == "fully_implicit"
         self.error_weights = None if tab.b_embedded is None else tab.b - tab.b_embedded
         self.b0 = tab.b0_embedded
+        self.stiffly_accurate = tab.is_stiffly_accurate and tab.a[-1, -1] != 0
         self.predictor = None
         self.jac_point = None
         if self.fully_implicit:
@@ -52,6 +53,8 @@ class ImplicitRungeKutta(StiffSolver):
             self.mu, self.V = mu, vecs
             self.V_inv = np.linalg.inv(vecs)
             self.solution_weights = tab.b @ a_inv          # y1 = y0 + (b A^-1) Z
+            if tab.is_stiffly_accurate:                       # = Z_s exactly, without round-off
+                self.solution_weights = np.eye(tab.stages)[-1]
             self.stage_weights = a_inv                       # h F = A^-1 Z
             if self.error_weights is not None:
                 self.error_z_weights = -self.error_weights @ a_inv  # (b^ - b) A^-1
@@ -92,8 +95,9 @@ class ImplicitRungeKutta(StiffSolver):
     def _firk(self, t, y, h, f0):
         s, n = self.c.size, self.n
         scale = self._newton_scale(y)
-        if self.predictor is not None and t == self.t and y is self.y:
-            theta = 1 + self.c * h / self.predictor[0]
+        theta = None if self.predictor is None else 1 + self.c * h / self.predictor[0]
+        # extrapolate the last collocation polynomial unless that reaches far beyond its step
+        if theta is not None and t == self.t and y is self.y and np.max(np.abs(theta)) <= 3:
             z = (self.predictor[1].T @ (theta[None, :] ** np.arange(1, self.predictor[1].shape[0] + 1)[:, None])).T
         else:
             z = np.zeros((s, n))
@@ -176,7 +180,9 @@ class ImplicitRungeKutta(StiffSolver):
                 raise NewtonFailure(f"Newton iteration did not converge in stage {i + 1} (rate {rate:.3g}) at t = {t}")
             F[i] = (Y - psi) / gamma
             worst = max(worst, rate)
-        y_new = y + h * (self.b @ F)
+        # stiffly accurate: the last stage is the solution, read off without the cancellation
+        # of y + h b.F when |h lambda| is large
+        y_new = Y if self.stiffly_accurate else y + h * (self.b @ F)
         f_new = self.eval_f(t + h, y_new)
         error = None if self.error_weights is None else h * (self.error_weights @ F)
         return StepResult(y_new, f_new, error, None, worst)

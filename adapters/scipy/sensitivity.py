@@ -128,7 +128,8 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
     first = solve_ivp(lambda t, y: fun(t, y, p), t_span, y0, method=cls, jac=sol_jac, tstops=t_out, **options)
     result = OdeResult(t_steps=first.t, nfev=first.nfev, njev=first.njev, nlu=first.nlu,
                        status=first.status, message=first.message, success=first.success)
-    if first.status != 0:
+    if first.status != 0:  # report the partial solution, as solve_ivp does, without derivatives
+        result.update(t=first.t, y=first.y)
         return result
     steps = first.t
     if t_out is None:

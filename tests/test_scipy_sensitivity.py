@@ -1,0 +1,145 @@
+"""Discrete forward and adjoint sensitivities of the SciPy adapter."""
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from stiffcore import one_step_gradient as predicted_one_step
+from stiffcore.adapters.scipy import solve_ivp_sensitivity
+from stiffcore.adapters.scipy.backend import METHODS, one_step_gradient
+from stiffcore.problems import ROBER, VANDERPOL
+
+# ROBER in log k: p = log k, so d/dp = k d/dk
+FUN = lambda t, y, q: ROBER.rhs(t, y, np.exp(q))  # noqa: E731
+JAC = lambda t, y, q: ROBER.jac(t, y, np.exp(q))  # noqa: E731
+JAC_P = lambda t, y, q: ROBER.jac_p(t, y, np.exp(q)) * np.exp(q)[None, :]  # noqa: E731
+Q = np.log(ROBER.params)
+T_EVAL = np.logspace(-5, 5, 20)
+
+
+def loss(Y):
+    return (Y**2).sum()
+
+
+@pytest.fixture(scope="module")
+def finite_difference_gradient():
+    """Central differences of tight SciPy Radau solves (the issue's reference)."""
+    def L(q):
+        s = solve_ivp(lambda t, y: FUN(t, y, q), (0, 1e5), ROBER.y0, method="Radau", t_eval=T_EVAL,
+                      rtol=1e-12, atol=1e-18, jac=lambda t, y: JAC(t, y, q))
+        return loss(s.y)
+
+    out = []
+    for i in range(3):
+        e = np.zeros(3)
+        e[i] = 1e-5
+        out.append((L(Q + e) - L(Q - e)) / 2e-5)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("method", ["RadauIIA5", "Rodas5P", "Kvaerno5"])
+def test_rober_log_k_gradient_matches_finite_differences(method, finite_difference_gradient):
+    r = solve_ivp_sensitivity(FUN, (0, 1e5), ROBER.y0, Q, method=method, t_eval=T_EVAL, rtol=1e-10, atol=1e-14,
+                              jac=JAC, jac_p=JAC_P, mode="reverse", loss=loss)
+    assert r.status == 0
+    np.testing.assert_allclose(r.grad, finite_difference_gradient, rtol=1e-5)
+    np.testing.assert_array_equal(r.t, T_EVAL)
+
+
+VDP = VANDERPOL.rhs  # fun(t, y, p) with p = [mu]
+MU = np.array([10.0])
+
+
+@pytest.mark.parametrize("method", ["RadauIIA5", "Rodas4", "TRBDF2", "GaussLegendre4", "LobattoIIIC2"])
+def test_forward_and_reverse_modes_agree_to_round_off(method):
+    fixed = method in ("GaussLegendre4", "LobattoIIIC2")
+    opts = dict(first_step=0.01, adaptive=False) if fixed else dict(rtol=1e-6, atol=1e-10)
+    te = np.linspace(0.1, 1.0, 10)
+    common = dict(method=method, t_eval=te, jac=VANDERPOL.jac, jac_p=VANDERPOL.jac_p, **opts)
+    fwd = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU, **common)
+    rev = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU, mode="reverse", loss=loss, checkpoint_every=7, **common)
+    assert fwd.status == 0 and rev.status == 0
+    g_fwd = np.einsum("it,ipt->p", 2 * fwd.y, fwd.sensitivities)
+    np.testing.assert_allclose(rev.grad, g_fwd, rtol=1e-10)
+    np.testing.assert_allclose(fwd.y, rev.y, rtol=1e-14)
+    assert rev.loss == pytest.approx(loss(rev.y))
+    assert rev.checkpoints <= len(rev.t_steps) // 7 + 2
+
+
+def test_sensitivity_is_the_derivative_of_the_discrete_map():
+    """Finite differences of the replayed discrete solution (same steps) agree to ~1e-8."""
+    te = np.array([0.5, 1.0])
+    for method in ("Rodas5P", "Kvaerno5", "RadauIIA5"):
+        common = dict(method=method, t_eval=te, first_step=0.02, adaptive=False, jac=VANDERPOL.jac,
+                      jac_p=VANDERPOL.jac_p, autonomous=True)
+        base = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU, **common)
+        hi = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU * (1 + 1e-6), **common)
+        lo = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU * (1 - 1e-6), **common)
+        fd = (hi.y - lo.y) / (2e-6 * MU[0])
+        np.testing.assert_allclose(base.sensitivities[:, 0, :], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_without_jacobians_complex_step_is_exact():
+    te = np.array([1.0, 10.0])
+    with_j = solve_ivp_sensitivity(FUN, (0, 10), ROBER.y0, Q, method="RadauIIA5", t_eval=te, jac=JAC, jac_p=JAC_P)
+    without = solve_ivp_sensitivity(FUN, (0, 10), ROBER.y0, Q, method="RadauIIA5", t_eval=te)
+    np.testing.assert_allclose(without.sensitivities, with_j.sensitivities, rtol=1e-9, atol=1e-18)
+
+
+def test_non_analytic_fun_falls_back_to_differences_with_a_warning():
+    def fun(t, y, p):  # float() refuses complex input
+        return np.array([-float(p[0]) * float(y[0])])
+
+    with pytest.warns(RuntimeWarning, match="central differences"):
+        r = solve_ivp_sensitivity(fun, (0, 1), [1.0], [2.0], method="RadauIIA5", t_eval=[1.0], rtol=1e-10, atol=1e-12)
+    assert r.sensitivities[0, 0, 0] == pytest.approx(-np.exp(-2.0), rel=1e-5)
+
+
+@pytest.mark.parametrize("base", ["backward_euler", "radau_iia5"])
+def test_reversible_reverse_mode_rebuilds_states_and_matches_forward(base):
+    lam = np.array([-0.002, -50.0])  # z = -0.001 and -25: both outside the unstable band
+    fun = lambda t, y, p: p * y  # noqa: E731
+    jac = lambda t, y, p: np.diag(p)  # noqa: E731
+    jac_p = lambda t, y, p: np.diag(y)  # noqa: E731
+    opts = dict(method="Reversible", base=base, coupling=0.999, first_step=0.5, t_eval=[10.0], jac=jac, jac_p=jac_p)
+    fwd = solve_ivp_sensitivity(fun, (0, 10), [1.0, 1.0], lam, **opts)
+    rev = solve_ivp_sensitivity(fun, (0, 10), [1.0, 1.0], lam, mode="reverse", loss=loss, **opts)
+    np.testing.assert_allclose(rev.grad, np.einsum("it,ipt->p", 2 * fwd.y, fwd.sensitivities), rtol=1e-10)
+    assert rev.reconstruction_error < 1e-12
+    from stiffcore import predict_reversible
+
+    for i, l in enumerate(lam):
+        yN, dy = predict_reversible(base, l * 0.5, h=0.5, n_steps=20, coupling=0.999)
+        assert fwd.y[i, 0] == pytest.approx(yN, rel=1e-12)
+        assert fwd.sensitivities[i, i, 0] == pytest.approx(dy, rel=1e-9)
+
+
+# Methods whose stage values stay O(y0) while R(z) = O(1/z) compute y1 (and so its derivative)
+# with relative error ~ eps*|z| through their own arithmetic; the rest reach 1e-10 everywhere.
+CANCELLING = {"trbdf2", "kvaerno3", "kvaerno4", "kvaerno5", "trapezoid", "lobatto_iiic2", "ros3p", "rosenbrock23"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_step_gradient_equals_core_prediction(method):
+    z = -(10.0 ** np.arange(-2, 8.01, 0.5))
+    got = one_step_gradient(method, z, h=0.7, y0=1.3)
+    want = predicted_one_step(method, z, h=0.7, y0=1.3)
+    err = np.abs(got / want - 1)
+    bound = 1e-10 if method not in CANCELLING else np.maximum(1e-10, 5e-15 * np.abs(z))
+    assert np.all(err <= bound), (z[err > bound], err[err > bound])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="sideways"), "mode must be"),
+    (dict(mode="reverse"), "needs loss"),
+    (dict(t_eval=[-1.0]), "not within"),
+    (dict(t_eval=[2.0, 1.0]), "not properly sorted"),
+    (dict(p=[1.0, 2.0, 3.0, 4.0]), "shape|p"),
+    (dict(method="BDF2"), "one-step|BDF"),
+    (dict(method="Reversible", coupling=0.0, first_step=0.1), "coupling"),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(fun=FUN, t_span=(0, 10), y0=ROBER.y0, p=Q, method="RadauIIA5")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        solve_ivp_sensitivity(**args)
