@@ -247,3 +247,12 @@ def test_reversible_warns_in_the_unstable_band():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         solve_ivp(lambda t, y: -5.0 * y, (0, 10.0), [1.0], method="Reversible", first_step=1.0, jac=[[-5.0]])
+
+
+def test_backend_is_discovered_and_installs():
+    import stiffcore
+
+    backends = stiffcore.discover_backends()
+    assert "scipy" in backends and backends["scipy"].available
+    assert set(sc.SOLVER_IDS) == set(backends["scipy"].methods)
+    assert stiffcore.install(["scipy"]) == ["scipy"]

@@ -43,6 +43,7 @@ class StepResult:
     error: np.ndarray | None      # local error estimate (None without an embedded method)
     dense: np.ndarray | None = None   # polynomial coefficients, see PolynomialDense
     newton_rate: float = 0.0      # convergence rate of the last Newton iteration
+    newton_iterations: int = 0
 
 
 class PolynomialDense(DenseOutput):
@@ -160,12 +161,9 @@ class StiffSolver(OdeSolver):
 
     def solve_shifted(self, shift, rhs):
         try:
-            out = self.lu.solve(shift, self.J, rhs)
+            return self.lu.solve(shift, self.J, rhs)
         except SingularMatrixError as exc:
             raise StepFailure(f"{exc} (shift {shift:.3g})") from None
-        if not np.all(np.isfinite(out)):
-            raise StepFailure("linear solve produced non-finite values")
-        return out
 
     def _next_time(self, t, h_abs):
         """t + h, shortened to land on the next stop or t_bound, or stretched onto it when
@@ -212,11 +210,9 @@ class StiffSolver(OdeSolver):
                     self.rejected_last = True
                     reason = f"error estimate {err:.3g} times the tolerance"
                     continue
-                factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
+                factor = self._growth_factor(err, result)
                 if self.rejected_last:
                     factor = min(1.0, factor)
-                if 1.0 <= factor <= 1.2:
-                    factor = 1.0  # keep h so the factorisations can be reused (RADAU5's rule)
                 new = abs(h) * factor
                 if abs(h) < h_abs and factor >= 1:
                     new = max(new, h_abs)  # a step shortened to land on a stop says nothing against h
@@ -236,6 +232,11 @@ class StiffSolver(OdeSolver):
         return PolynomialDense(self.t_old, self.t, self.y_old, coeffs)
 
     # --- hooks for the method subclasses ------------------------------------------------
+    def _growth_factor(self, err: float, result: StepResult) -> float:
+        """Next step size over this one after an accepted step with error norm ``err``."""
+        factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
+        return 1.0 if 1.0 <= factor <= 1.2 else factor  # keep h: reuse the factorisations
+
     def _setup(self) -> None:
         """Precompute method coefficients."""
 

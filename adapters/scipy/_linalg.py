@@ -9,7 +9,7 @@ distinct shift and reused until J or the step size changes (Hairer & Wanner IV.8
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import lu_factor, lu_solve
+from scipy.linalg import get_lapack_funcs, lu_factor
 from scipy.optimize._numdiff import group_columns
 from scipy.sparse import csc_matrix, eye, issparse
 from scipy.sparse.linalg import splu
@@ -94,7 +94,10 @@ class ShiftedLU:
                 self.cache.pop(next(iter(self.cache)))
             self.cache[key] = self._factor(shift, J)
         lu = self.cache[key]
-        out = lu.solve(rhs) if self.sparse else lu_solve(lu, rhs, check_finite=False)
+        if self.sparse:
+            return lu.solve(rhs)
+        factors, piv, getrs = lu
+        out, info = getrs(factors, piv, rhs)  # LAPACK directly: the per-call wrapper cost matters here
         return out
 
     def _factor(self, shift, J):
@@ -109,4 +112,5 @@ class ShiftedLU:
         diag = np.abs(np.diag(lu))
         if not np.all(np.isfinite(lu)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):
             raise SingularMatrixError("Newton matrix is singular")
-        return lu, piv
+        (getrs,) = get_lapack_funcs(("getrs",), (lu,))
+        return lu, piv, getrs

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import EPS, StepResult, StiffSolver
+from ._base import EPS, StepFailure, StepResult, StiffSolver
 
 
 class Rosenbrock(StiffSolver):
@@ -44,11 +44,14 @@ class Rosenbrock(StiffSolver):
         s = self.c.size
         k = np.empty((s, self.n))
         for i in range(s):
-            stage_f = f0 if i == 0 else self.eval_f(t + self.c[i] * h, y + self.a[i, :i] @ k[:i])
+            stage_f = f0 if i == 0 else self.fun(t + self.c[i] * h, y + self.a[i, :i] @ k[:i])
             rhs = stage_f + (self.C[i, :i] @ k[:i]) / h
             if self.d[i]:
                 rhs = rhs + (h * self.d[i]) * f_t
             k[i] = self.solve_shifted(shift, rhs)
+        if not np.all(np.isfinite(k)):  # one check per step: non-finite f or overflow shows up here
+            raise StepFailure(f"fun returned non-finite values (or a stage overflowed) in the step from t = {t}",
+                              shrink=0.25)
         y_new = y + self.m @ k
         f_new = self.eval_f(t + h, y_new)
         error = None if self.error_weights is None else self.error_weights @ k

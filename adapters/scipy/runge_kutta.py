@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate._ivp.common import norm
 
-from ._base import StepFailure, StepResult, StiffSolver
+from ._base import EPS, StepFailure, StepResult, StiffSolver
 
 
 class NewtonFailure(StepFailure):
@@ -84,9 +84,13 @@ class ImplicitRungeKutta(StiffSolver):
         return self.atol + self.rtol * np.abs(y)
 
     def _converged(self, dz_norm, previous, k):
-        """RADAU5's test: returns (done, failed, rate)."""
+        """RADAU5's test: returns (done, failed, rate).  An increment far below the tolerance
+        is converged whatever its rate (at round-off level the rate is noise near 1)."""
+        # round-off alone makes increments of about eps/rtol in the weighted norm
+        if dz_norm <= max(1e-2 * self.newton_tol, 4 * EPS / np.min(self.rtol)):
+            return True, False, 0.0 if previous is None else min(dz_norm / previous, 1.0) if previous else 0.0
         if previous is None:
-            return dz_norm == 0, False, 0.0
+            return False, False, 0.0
         rate = dz_norm / previous if previous > 0 else 0.0
         if rate >= 1 or rate ** (self.max_newton_iter - k) / (1 - rate) * dz_norm > self.newton_tol:
             return False, True, rate
@@ -98,13 +102,17 @@ class ImplicitRungeKutta(StiffSolver):
         theta = None if self.predictor is None else 1 + self.c * h / self.predictor[0]
         # extrapolate the last collocation polynomial unless that reaches far beyond its step
         if theta is not None and t == self.t and y is self.y and np.max(np.abs(theta)) <= 3:
-            z = (self.predictor[1].T @ (theta[None, :] ** np.arange(1, self.predictor[1].shape[0] + 1)[:, None])).T
+            coeffs = self.predictor[1]  # y(t_prev + theta h_prev) - y_prev, extrapolated
+            powers = theta[None, :] ** np.arange(1, coeffs.shape[0] + 1)[:, None]
+            z = (coeffs.T @ powers).T - coeffs.sum(axis=0)  # relative to y = y(theta = 1)
         else:
             z = np.zeros((s, n))
         w = self.V_inv @ z
         previous, rate = None, 0.0
         for k in range(self.max_newton_iter):
-            f = np.array([self.eval_f(t + self.c[i] * h, y + z[i]) for i in range(s)])
+            f = np.array([self.fun(t + self.c[i] * h, y + z[i]) for i in range(s)])
+            if not np.all(np.isfinite(f)):  # one check per iteration, not per stage
+                raise StepFailure(f"fun returned non-finite values at t = {t} + c h, h = {h}", shrink=0.25)
             g = self.V_inv @ f - (self.mu / h)[:, None] * w
             dw = np.empty_like(w)
             for i, partner, mu in self.blocks:
@@ -114,17 +122,19 @@ class ImplicitRungeKutta(StiffSolver):
                     dw[partner] = dw[i].conjugate()
             dz = (self.V @ dw).real
             dz_norm = norm(dz / scale)
+            if not np.isfinite(dz_norm):
+                break
             done, failed, rate = self._converged(dz_norm, previous, k)
             if failed:
                 break
             w += dw
             z = (self.V @ w).real
             if done:
-                return self._firk_result(t, y, h, f0, z, rate)
+                return self._firk_result(t, y, h, f0, z, rate, k + 1)
             previous = dz_norm
         raise NewtonFailure(f"Newton iteration did not converge (rate {rate:.3g}) at t = {t}")
 
-    def _firk_result(self, t, y, h, f0, z, rate):
+    def _firk_result(self, t, y, h, f0, z, rate, iterations):
         y_new = y + self.solution_weights @ z
         f_new = self.eval_f(t + h, y_new)
         error = None
@@ -133,7 +143,7 @@ class ImplicitRungeKutta(StiffSolver):
             error = self._stiff_filter(h, raw)
             self._raw_error_z = self.error_z_weights @ z
         dense = None if self.dense_weights is None else self.dense_weights @ z
-        return StepResult(y_new, f_new, error, dense, rate)
+        return StepResult(y_new, f_new, error, dense, rate, iterations)
 
     def _stiff_filter(self, h, raw):
         """(I - h b0 J)^-1 raw, the stiff error estimate of Hairer & Wanner (IV.8, eq. 8.20)."""
@@ -155,7 +165,7 @@ class ImplicitRungeKutta(StiffSolver):
         s, n = self.c.size, self.n
         scale = self._newton_scale(y)
         F = np.empty((s, n))
-        worst = 0.0
+        worst, iterations = 0.0, 0
         for i in range(s):
             psi = y + h * (self.a[i, :i] @ F[:i])
             aii = self.a[i, i]
@@ -169,6 +179,8 @@ class ImplicitRungeKutta(StiffSolver):
                 g = (psi - Y) / gamma + self.eval_f(t + self.c[i] * h, Y)
                 dY = self.solve_shifted(1 / gamma, g)
                 dy_norm = norm(dY / scale)
+                if not np.isfinite(dy_norm):
+                    break
                 done, failed, rate = self._converged(dy_norm, previous, k)
                 if failed:
                     break
@@ -180,15 +192,34 @@ class ImplicitRungeKutta(StiffSolver):
                 raise NewtonFailure(f"Newton iteration did not converge in stage {i + 1} (rate {rate:.3g}) at t = {t}")
             F[i] = (Y - psi) / gamma
             worst = max(worst, rate)
+            iterations = max(iterations, k + 1)
         # stiffly accurate: the last stage is the solution, read off without the cancellation
         # of y + h b.F when |h lambda| is large
         y_new = Y if self.stiffly_accurate else y + h * (self.b @ F)
         f_new = self.eval_f(t + h, y_new)
-        error = None if self.error_weights is None else h * (self.error_weights @ F)
-        return StepResult(y_new, f_new, error, None, worst)
+        error = None
+        if self.error_weights is not None:
+            # Filter the estimate with (I - h gamma J)^-1, reusing the stage factorisation,
+            # so stiff components are not overestimated (Hosea & Shampine 1996, sec. 4)
+            gamma = h * self.a[-1, -1]
+            error = self.solve_shifted(1 / gamma, h * (self.error_weights @ F)) / gamma
+        return StepResult(y_new, f_new, error, None, worst, iterations)
+
+    def _growth_factor(self, err, result):
+        """RADAU5's controller (Hairer & Wanner IV.8): a safety factor that shrinks with the
+        Newton iterations spent, and h kept unchanged below a 1.2 increase unless the
+        Jacobian is due anyway, so the factorisations carry over."""
+        n_max = self.max_newton_iter
+        safety = 0.9 * (2 * n_max + 1) / (2 * n_max + max(result.newton_iterations, 1))
+        factor = 5.0 if err == 0 else min(5.0, safety * err ** (-1 / (self.error_order + 1)))
+        return 1.0 if factor < 1.2 and not self._jacobian_due(result) else factor
+
+    def _jacobian_due(self, result) -> bool:
+        return (not self.jacobian.is_constant and result.newton_iterations > 2
+                and result.newton_rate > SLOW_NEWTON)
 
     def _accepted(self, t, y, h, result) -> None:
-        if result.newton_rate > SLOW_NEWTON and not self.jacobian.is_constant:
+        if self._jacobian_due(result):
             self.jac_stale = True
         if self.fully_implicit and result.dense is not None:
             self.predictor = (h, result.dense)
