@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-
 import numpy as np
+from _common import figure_tools
 from scipy.integrate import solve_ivp
 
 import stiffcore.adapters.scipy  # noqa: F401  (registers the method strings)
@@ -71,15 +70,10 @@ def main() -> None:
                 rows.append([method, rtol, r["err"], r["time"], r["steps"], r["nfev"], r["nlu"], same, at_acc])
         print(f"\n{problem.name.upper()} (t in {problem.t_span}), times are best of {repeats}")
         print(table(["method", "rtol", "error", "time s", "steps", "nfev", "nlu", "ratio@rtol", "ratio@acc"], rows))
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    tools = figure_tools()
+    if tools is None:
         return
+    plt, out = tools
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, problem in zip(axes, (ROBER, POLLU)):
         for method in OURS + THEIRS:

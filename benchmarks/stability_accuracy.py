@@ -10,9 +10,8 @@ vectorised evaluation.  Prints a table and writes benchmarks/out/stability_accur
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 import numpy as np
+from _common import figure_tools
 
 from stiffcore.catalogue import METHODS
 from stiffcore.report import table
@@ -46,15 +45,10 @@ def main() -> None:
         curves[m.id] = max(errs.values())
     print(table(["method", "max rel err (real)", "30 deg", "60 deg", "80 deg", "ns / point"], rows))
     print(f"\nworst over all methods and rays: {max(curves.values()):.2e} (target 1e-10)")
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    tools = figure_tools()
+    if tools is None:
         return
+    plt, out = tools
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.bar(list(curves), [max(v, 1e-18) for v in curves.values()])
     ax.set_yscale("log")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or RuntimeError naming the extra to install."""
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -18,7 +19,7 @@ def _pyplot():
 
 def plot_decay(curves: dict, path: str, title: str) -> str:
     """Log-log |R'(z)| against |z|; ``curves`` maps a label to (abs_z, abs_dR, predicted exponent)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     styles = ["-", "--", ":", "-."]
     for i, (label, (x, y, exponent)) in enumerate(curves.items()):
@@ -40,7 +41,7 @@ def plot_reversible(abs_z, rates: dict, bands: dict, path: str, title: str) -> s
     ``rates`` maps coupling -> (forward, reconstruction); ``bands`` maps coupling ->
     UnstableBand, whose forward intervals are shaded.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
     for k, (lam, (fwd, rec)) in enumerate(rates.items()):
         colour = f"C{k}"

@@ -1,0 +1,20 @@
+"""Shared by the benchmark scripts: where figures go and how to get pyplot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OUT = Path(__file__).parent / "out"
+
+
+def figure_tools():
+    """(pyplot, output folder), or None (with the reason printed) when matplotlib is missing."""
+    from stiffcore.plotting import pyplot
+
+    try:
+        plt = pyplot()
+    except RuntimeError as exc:
+        print(exc)
+        return None
+    OUT.mkdir(exist_ok=True)
+    return plt, OUT
