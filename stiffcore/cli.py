@@ -114,6 +114,18 @@ def cmd_backends(args) -> int:
     return 0
 
 
+def cmd_conformance(args) -> int:
+    from stiffcore.conformance import run
+
+    report = run(backends=args.backend, methods=args.method, cross_backend=not args.no_cross_backend)
+    if not report.results:
+        raise ValueError("no backend is installed and available (entry-point group 'stiffcore.backends')")
+    print(report.to_json() if args.json else report.table())
+    if args.plot:
+        print(f"wrote {report.plot(args.plot)}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stiffcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default="stiffcore-reversible.png", help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_reversible)
+
+    p = sub.add_parser("conformance", help="check every backend's gradients against the core's predictions")
+    p.add_argument("--backend", nargs="+", help="backend names (default: every available backend)")
+    p.add_argument("--method", nargs="+", help="method ids (default: every method a backend offers)")
+    p.add_argument("--no-cross-backend", action="store_true", help="skip the ROBER cross-backend comparison")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default="stiffcore-conformance.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
+    p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("backends", help="list the backends found through entry points")
     p.add_argument("--json", action="store_true")

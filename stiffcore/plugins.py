@@ -36,16 +36,37 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class Backend:
     """What a backend announces about itself.
 
-    ``one_step_gradient(method_id, z, h, y0)`` returns d y_1 / d lambda for one step of
-    ``method_id`` on y' = lambda y with z = h*lambda (array in, array out), computed by the
-    backend's own differentiation.  ``install()`` registers its solvers into its ecosystem.
-    ``requires`` names the modules the backend needs; it is unavailable if any is missing.
+    Required:
+
+    ``one_step_gradient(method_id, z, h, y0)``
+        d y_1 / d lambda for one step of ``method_id`` on y' = lambda y with z = h*lambda
+        (array in, array out), computed by the backend's own differentiation.
+
+    Optional (the conformance checks that need one are skipped when it is None):
+
+    ``n_step_gradient(method_id, z, h, y0, n_steps)``
+        d y_N / d lambda after ``n_steps`` fixed steps.
+    ``reversible_run(base_id, z, h, y0, n_steps, coupling, perturbation=0.0)``
+        the reversible scheme on y' = lambda y: a dict with ``y_n`` (after n steps),
+        ``y0_rebuilt`` (after multiplying y_n by 1 + perturbation and taking as many
+        backward steps) and ``dy_dlambda`` (of y_n).
+    ``rober_gradient(method_id, times, steps=None, rtol=None)``
+        the gradient with respect to log k of sum(y(times)**2) on ROBER, on the given
+        step grid ``steps`` (fixed steps) or adaptively at ``rtol``.
+
+    ``install()`` registers the solvers into the ecosystem; ``requires`` names the modules
+    the backend needs (it is unavailable if any is missing); ``reversible_bases`` lists the
+    base methods its reversible scheme accepts.
     """
 
     name: str
     methods: Sequence[str]
     one_step_gradient: Callable
     install: Callable[[], None] = lambda: None
+    n_step_gradient: Callable | None = None
+    reversible_run: Callable | None = None
+    rober_gradient: Callable | None = None
+    reversible_bases: Sequence[str] = ()
     supports_complex: bool = False
     requires: Sequence[str] = field(default_factory=tuple)
     description: str = ""
@@ -53,7 +74,7 @@ class Backend:
     def __post_init__(self) -> None:
         from .catalogue import get_method
 
-        for method_id in self.methods:
+        for method_id in (*self.methods, *self.reversible_bases):
             get_method(method_id)  # raises with the list of valid ids
 
     @property

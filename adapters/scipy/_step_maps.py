@@ -173,7 +173,10 @@ def step_map(method, derivs: Derivatives, autonomous: bool = False):
 
 
 class ReversiblePairMap:
-    """The reversible pair step (y, z) -> (y1, z1) around a base step map, with its adjoint."""
+    """The reversible pair step (y, z) at t0 -> (y1, z1) at t1 around a base step map, with
+    its tangent and adjoint.  Steps are always given as (t0, t1), so the forward and the
+    backward pass take base steps of exactly t1 - t0 and t0 - t1: with an h passed
+    separately, t0 + h - t0 != h in floating point and reconstruction would drift."""
 
     def __init__(self, base, coupling: float) -> None:
         self.base, self.lam = base, coupling
@@ -181,18 +184,18 @@ class ReversiblePairMap:
     def _psi(self, p):
         return lambda t0, t1, x: self.base(t0, x, t1 - t0, p, derivatives=False)[0]
 
-    def forward(self, t, y, z, h, p):
-        return reversible_step(self._psi(p), t, t + h, y, z, self.lam)
+    def forward(self, t0, t1, y, z, p):
+        return reversible_step(self._psi(p), t0, t1, y, z, self.lam)
 
-    def backward(self, t, y1, z1, h, p):
-        return reversible_step_back(self._psi(p), t, t + h, y1, z1, self.lam)
+    def backward(self, t0, t1, y1, z1, p):
+        return reversible_step_back(self._psi(p), t0, t1, y1, z1, self.lam)
 
-    def jacobians(self, t, y, z, h, p):
+    def jacobians(self, t0, t1, y, z, p):
         """(y1, z1) and the blocks needed for tangents and adjoints of the pair step."""
         lam = self.lam
-        psi_z, A1, P1 = self.base(t, z, h, p)
+        psi_z, A1, P1 = self.base(t0, z, t1 - t0, p)
         y1 = lam * y + (1 - lam) * z + (psi_z - z)
-        psi_y, A2, P2 = self.base(t + h, y1, -h, p)
+        psi_y, A2, P2 = self.base(t1, y1, t0 - t1, p)
         z1 = z + y1 - psi_y
         return y1, z1, (A1, P1, A2, P2)
 

@@ -1,7 +1,8 @@
 """The SciPy backend's announcement to stiffcore's plugin registry (entry point ``scipy``).
 
-Kept free of SciPy imports so that discovering backends stays cheap; the gradient hook
-imports the adapter when called.
+Kept free of SciPy imports so that discovering backends stays cheap; the hooks import the
+adapter when called.  Every gradient here is the adapter's own discrete differentiation
+(implicit function theorem for Runge-Kutta stages, complex step through Rosenbrock steps).
 """
 
 from __future__ import annotations
@@ -17,24 +18,80 @@ METHODS = (
 )
 
 
-def one_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0):
-    """d y_1 / d lambda for one step on y' = lambda y, by the adapter's own discrete
-    differentiation (implicit function theorem for Runge-Kutta stages, complex step through
-    Rosenbrock steps)."""
-    from ._derivatives import Derivatives
-    from ._step_maps import step_map
+def _linear(lam: float):
+    """y' = lam y as (fun, jac, jac_p) of fun(t, y, p) with p = [lam]."""
+    return (lambda t, v, p: p[0] * v, lambda t, v, p: np.reshape(p[0], (1, 1)), lambda t, v, p: np.reshape(v, (1, 1)))
+
+
+def _tangent_of_steps(method_id: str, z, h: float, y0: float, n_steps: int):
+    from .sensitivity import sensitivity_on_steps
 
     z = np.asarray(z, dtype=float)
     out = np.empty(z.shape)
-    y = np.array([float(y0)])
+    steps = h * np.arange(n_steps + 1)
     for idx, zi in np.ndenumerate(z):
-        lam = np.array([zi / h])
-        derivs = Derivatives(lambda t, v, p: p[0] * v, 1, lam,
-                             jac=lambda t, v, p: np.reshape(p[0], (1, 1)),
-                             jac_p=lambda t, v, p: np.reshape(v, (1, 1)))
-        _, _, dphi_dp = step_map(method_id, derivs, autonomous=True)(0.0, y, h, lam)
-        out[idx] = dphi_dp[0, 0]
+        fun, jac, jac_p = _linear(zi / h)
+        res = sensitivity_on_steps(fun, steps, [y0], [zi / h], method=method_id, out_index=[n_steps],
+                                   jac=jac, jac_p=jac_p, autonomous=True)
+        out[idx] = res.sensitivities[0, 0, 0]
     return out
+
+
+def one_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0):
+    """d y_1 / d lambda for one step on y' = lambda y."""
+    return _tangent_of_steps(method_id, z, h, y0, 1)
+
+
+def n_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_steps: int = 10):
+    """d y_N / d lambda after ``n_steps`` fixed steps on y' = lambda y."""
+    return _tangent_of_steps(method_id, z, h, y0, n_steps)
+
+
+def reversible_run(base_id: str, z: float, h: float, y0: float, n_steps: int, coupling: float,
+                   perturbation: float = 0.0) -> dict:
+    """The reversible scheme on y' = lambda y: forward n steps with tangent, then (y_n scaled by
+    1 + perturbation) back n steps."""
+    from ._derivatives import Derivatives
+    from ._step_maps import ReversiblePairMap, step_map
+
+    lam = np.array([z / h])
+    fun, jac, jac_p = _linear(lam[0])
+    pair = ReversiblePairMap(step_map(base_id, Derivatives(fun, 1, lam, jac, jac_p), autonomous=True), coupling)
+    y, w = np.array([float(y0)]), np.array([float(y0)])
+    dy, dw = np.zeros((1, 1)), np.zeros((1, 1))
+    t = h * np.arange(n_steps + 1)
+    for k in range(n_steps):
+        y, w, blocks = pair.jacobians(t[k], t[k + 1], y, w, lam)
+        dy, dw = pair.tangent(blocks, dy, dw, np.eye(1))
+    y_n = float(y[0])
+    y = y * (1 + perturbation)
+    for k in reversed(range(n_steps)):
+        y, w = pair.backward(t[k], t[k + 1], y, w, lam)
+    return dict(y_n=y_n, y0_rebuilt=float(y[0]), dy_dlambda=float(dy[0, 0]))
+
+
+def rober_gradient(method_id: str, times, steps=None, rtol=None):
+    """d/d(log k) of sum(y(times)^2) on ROBER, on the step grid ``steps`` or adaptively at ``rtol``."""
+    from stiffcore.problems import ROBER
+
+    from .sensitivity import sensitivity_on_steps, solve_ivp_sensitivity
+
+    k = ROBER.params
+    fun = lambda t, y, q: ROBER.rhs(t, y, np.exp(q))  # noqa: E731
+    jac = lambda t, y, q: ROBER.jac(t, y, np.exp(q))  # noqa: E731
+    jac_p = lambda t, y, q: ROBER.jac_p(t, y, np.exp(q)) * np.exp(q)[None, :]  # noqa: E731
+    common = dict(method=method_id, mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y,
+                  jac=jac, jac_p=jac_p, autonomous=True)
+    times = np.asarray(times, dtype=float)
+    if steps is not None:
+        steps = np.asarray(steps, dtype=float)
+        res = sensitivity_on_steps(fun, steps, ROBER.y0, np.log(k), out_index=np.searchsorted(steps, times), **common)
+    else:
+        res = solve_ivp_sensitivity(fun, (0.0, times[-1]), ROBER.y0, np.log(k), t_eval=times, rtol=rtol,
+                                    atol=rtol * 1e-4, **common)
+    if res.status != 0:
+        raise RuntimeError(f"scipy backend: ROBER solve failed: {res.message}")
+    return res.grad
 
 
 def install() -> None:
@@ -45,5 +102,9 @@ def install() -> None:
 
 @hookimpl
 def stiffcore_backend() -> Backend:
-    return Backend(name="scipy", methods=METHODS, one_step_gradient=one_step_gradient, install=install,
-                   requires=("scipy",), description="scipy.integrate.solve_ivp methods and discrete sensitivities")
+    return Backend(
+        name="scipy", methods=METHODS, one_step_gradient=one_step_gradient, install=install,
+        n_step_gradient=n_step_gradient, reversible_run=reversible_run, rober_gradient=rober_gradient,
+        reversible_bases=METHODS, requires=("scipy",),
+        description="scipy.integrate.solve_ivp methods and discrete sensitivities",
+    )

@@ -126,11 +126,10 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
     if get_method(method_id).family == "rosenbrock":
         options["autonomous"] = autonomous
     first = solve_ivp(lambda t, y: fun(t, y, p), t_span, y0, method=cls, jac=sol_jac, tstops=t_out, **options)
-    result = OdeResult(t_steps=first.t, nfev=first.nfev, njev=first.njev, nlu=first.nlu,
-                       status=first.status, message=first.message, success=first.success)
+    counts = dict(nfev=first.nfev, njev=first.njev, nlu=first.nlu)
     if first.status != 0:  # report the partial solution, as solve_ivp does, without derivatives
-        result.update(t=first.t, y=first.y)
-        return result
+        return OdeResult(t=first.t, y=first.y, t_steps=first.t, status=first.status, message=first.message,
+                         success=False, **counts)
     steps = first.t
     if t_out is None:
         out_index = np.arange(steps.size)
@@ -139,14 +138,42 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
             steps.size - 1 - np.searchsorted(steps[::-1], t_out)
         if not np.allclose(steps[out_index], t_out, rtol=0, atol=0):
             raise RuntimeError("internal error: the step sequence missed an output time")
-    result.t = steps[out_index]
-
     # Pass 2: replay and differentiate.
+    replay = sensitivity_on_steps(fun, steps, y0, p, method=method, out_index=out_index, mode=mode, loss=loss,
+                                  loss_grad=loss_grad, jac=jac, jac_p=jac_p, checkpoint_every=checkpoint_every,
+                                  autonomous=autonomous, base=base, coupling=coupling, derivatives=derivs)
+    replay.update(counts)
+    if replay.status == 0:
+        replay.message = first.message
+    return replay
+
+
+def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, mode="forward", loss=None,
+                         loss_grad=None, jac=None, jac_p=None, checkpoint_every=None, autonomous=False,
+                         base="backward_euler", coupling=DEFAULT_COUPLING, derivatives=None):
+    """Differentiate the discrete solution of ``method`` on a given step sequence ``steps``
+    (t_0, t_1, ..., t_N), with outputs at ``steps[out_index]`` (default: every step end).
+
+    The second pass of :func:`solve_ivp_sensitivity`, usable on its own when the steps are
+    fixed in advance (for example to compare backends on one step grid).
+    """
+    if mode not in ("forward", "reverse"):
+        raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+    if mode == "reverse" and loss is None:
+        raise ValueError("mode='reverse' needs loss=callable(Y) -> float")
+    steps = np.asarray(steps, dtype=float)
+    y0 = np.asarray(y0, dtype=float).ravel()
+    p = np.asarray(p, dtype=float).ravel()
+    out_index = np.arange(steps.size) if out_index is None else np.asarray(out_index)
+    reversible = method == "Reversible"
+    method_id = get_method(base if reversible else method).id
+    derivs = derivatives or Derivatives(fun, y0.size, p, jac, jac_p)
     base_map = step_map(method_id, derivs, autonomous)
+    result = OdeResult(t=steps[out_index], t_steps=steps, status=0, message="", success=True)
     try:
         if reversible:
             run = _reversible_forward if mode == "forward" else _reversible_reverse
-            run(result, ReversiblePairMap(base_map, coupling), steps, out_index, y0, p, loss, loss_grad)
+            run(result, ReversiblePairMap(base_map, check_coupling(coupling)), steps, out_index, y0, p, loss, loss_grad)
         elif mode == "forward":
             _forward(result, base_map, steps, out_index, y0, p)
         else:
@@ -231,7 +258,7 @@ def _reversible_forward(result, pair, steps, out_index, y0, p, loss, loss_grad):
     sy, sz = np.zeros((n, P)), np.zeros((n, P))
     Y, S = ([y], [sy]) if 0 in wanted else ([], [])
     for k in range(steps.size - 1):
-        y, z, blocks = pair.jacobians(steps[k], y, z, steps[k + 1] - steps[k], p)
+        y, z, blocks = pair.jacobians(steps[k], steps[k + 1], y, z, p)
         sy, sz = pair.tangent(blocks, sy, sz, np.eye(P))
         if k + 1 in wanted:
             Y.append(y), S.append(sy)
@@ -250,16 +277,15 @@ def _reversible_reverse(result, pair, steps, out_index, y0, p, loss, loss_grad):
         if k == 0:
             Y[:, col] = y0
     for k in range(n_steps):
-        y, z = pair.forward(steps[k], y, z, steps[k + 1] - steps[k], p)
+        y, z = pair.forward(steps[k], steps[k + 1], y, z, p)
         for col, kk in enumerate(out_list):
             if kk == k + 1:
                 Y[:, col] = y
     seeds = _seed(out_index, _finish_loss(result, Y, loss, loss_grad))
     ybar, zbar, pbar = np.array(seeds.get(n_steps, np.zeros(y0.size)), dtype=float), np.zeros(y0.size), np.zeros(p.size)
     for k in range(n_steps - 1, -1, -1):
-        h = steps[k + 1] - steps[k]
-        y, z = pair.backward(steps[k], y, z, h, p)
-        _, _, blocks = pair.jacobians(steps[k], y, z, h, p)
+        y, z = pair.backward(steps[k], steps[k + 1], y, z, p)
+        _, _, blocks = pair.jacobians(steps[k], steps[k + 1], y, z, p)
         ybar, zbar, dp = pair.adjoint(blocks, ybar, zbar)
         pbar += dp
         ybar = ybar + seeds.get(k, 0)

@@ -1,0 +1,14 @@
+"""pytest plugin (entry point ``pytest11``): command-line options for the conformance tests.
+
+    pytest --pyargs stiffcore.conformance [--stiffcore-backend scipy] [--stiffcore-method radau_iia5]
+"""
+
+from __future__ import annotations
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("stiffcore", "stiffcore conformance suite")
+    group.addoption("--stiffcore-backend", action="append", default=None,
+                    help="run the conformance tests for this backend only (repeatable)")
+    group.addoption("--stiffcore-method", action="append", default=None,
+                    help="run the conformance tests for this method id only (repeatable)")

@@ -1,0 +1,138 @@
+"""The conformance suite passes correct backends and names what is wrong with wrong ones."""
+
+import json
+
+import numpy as np
+import pytest
+from example_backend import one_step_gradient as example_gradient
+
+from stiffcore import get_method
+from stiffcore.cli import main
+from stiffcore.conformance import run
+from stiffcore.plugins import Backend, discover_backends, hookimpl, plugin_manager
+
+
+def found(*backends):
+    pm = plugin_manager(load_entry_points=False)
+    for b in backends:
+        class Plugin:
+            backend = b
+
+            @hookimpl
+            def stiffcore_backend(self):
+                return self.backend
+
+        pm.register(Plugin())
+    return discover_backends(pm)
+
+
+def test_example_backend_passes():
+    import example_backend
+
+    pm = plugin_manager(load_entry_points=False)
+    pm.register(example_backend)
+    report = run(found=discover_backends(pm))
+    assert report.passed, report.table()
+    assert {r.check for r in report.results if r.passed} == {"one_step"}
+    skipped = {r.check for r in report.results if r.passed is None}
+    assert skipped == {"n_step", "rober"}  # hooks it does not offer are skipped, not failed
+
+
+# --- deliberately wrong backends -------------------------------------------------------
+
+def backsolve_gradient(method_id, z, h=1.0, y0=1.0):
+    """A continuous 'backsolve' adjoint: rebuild y(t0) from y1 by stepping backwards (unstable
+    for stiff z) and integrate a(t) y(t) with the trapezoidal rule, a = 1."""
+    R = get_method(method_id).stability
+    y1 = R(z) * y0
+    y_back = R(-np.asarray(z)) * y1
+    return h * (y_back + y1) / 2
+
+
+def frozen_newton_gradient(method_id, z, h=1.0, y0=1.0):
+    """Backward Euler differentiated through one Newton iteration with the Jacobian frozen
+    (treated as a constant): the value is right on a linear problem, the derivative is not."""
+    z = np.asarray(z, dtype=float)
+    lam = z / h
+    frozen = 1 - z  # 1 - h * J with J = lambda held constant
+    y, dy = np.full(z.shape, y0), np.zeros(z.shape)
+    for _ in range(1):
+        residual = y - y0 - h * lam * y
+        d_residual = dy - h * y - h * lam * dy
+        y, dy = y - residual / frozen, dy - d_residual / frozen
+    return dy
+
+
+def float32_gradient(method_id, z, h=1.0, y0=1.0):
+    return example_gradient(method_id, z, h, y0, dtype=np.float32)
+
+
+@pytest.mark.parametrize("name, gradient, methods", [
+    ("backsolve", backsolve_gradient, ("backward_euler", "radau_iia5")),
+    ("frozen_newton", frozen_newton_gradient, ("backward_euler",)),
+    ("float32", float32_gradient, ("backward_euler", "radau_iia5")),
+])
+def test_wrong_backends_fail_the_one_step_check(name, gradient, methods):
+    report = run(found=found(Backend(name=name, methods=methods, one_step_gradient=gradient)))
+    assert not report.passed
+    failing = {(r.method, r.check) for r in report.failures}
+    assert failing == {(m, "one_step") for m in methods}
+    for r in report.failures:
+        assert r.detail.startswith(f"{name}/{r.method}: at z = ") and "measured" in r.detail and "predicted" in r.detail
+    assert "FAIL" in report.table() and f"{name}/" in report.table()
+
+
+def test_wrong_n_step_and_reversible_are_caught():
+    from stiffcore.adapters.scipy import backend as scipy_backend
+
+    def off_by_one_n_step(method_id, z, h, y0, n_steps):
+        return scipy_backend.n_step_gradient(method_id, z, h, y0, n_steps - 1)
+
+    def sloppy_reversible(base_id, z, h, y0, n_steps, coupling, perturbation=0.0):
+        # the backward pass steps with h perturbed in the 12th digit, as t1 - t0 != h would
+        return scipy_backend.reversible_run(base_id, z * (1 + 1e-12), h, y0, n_steps, coupling, perturbation) | {
+            "y_n": scipy_backend.reversible_run(base_id, z, h, y0, n_steps, coupling)["y_n"]}
+
+    wrong = Backend(name="wrong", methods=("backward_euler",), one_step_gradient=scipy_backend.one_step_gradient,
+                    n_step_gradient=off_by_one_n_step, reversible_run=sloppy_reversible,
+                    reversible_bases=("backward_euler",))
+    report = run(found=found(wrong))
+    assert {r.check for r in report.failures} == {"n_step"}
+    assert report.passed is False
+
+
+def test_cross_backend_rober_disagreement_is_caught():
+    from stiffcore.adapters.scipy import backend as scipy_backend
+    from stiffcore.conformance.checks import check_rober
+
+    good = Backend(name="a", methods=("radau_iia5",), one_step_gradient=scipy_backend.one_step_gradient,
+                   rober_gradient=scipy_backend.rober_gradient)
+    same = Backend(name="b", methods=("radau_iia5",), one_step_gradient=scipy_backend.one_step_gradient,
+                   rober_gradient=scipy_backend.rober_gradient)
+    off = Backend(name="c", methods=("radau_iia5",), one_step_gradient=scipy_backend.one_step_gradient,
+                  rober_gradient=lambda *a, **k: scipy_backend.rober_gradient(*a, **k) * (1 + 1e-8))
+    results = check_rober([good, same, off], adaptive=False)
+    verdict = {r.backend: r.passed for r in results}
+    assert verdict == {"b": True, "c": False}
+    assert "relative difference" in next(r.detail for r in results if r.backend == "c")
+
+
+def test_scipy_backend_conforms_on_a_subset():
+    report = run(backends=["scipy"], methods=["radau_iia5", "kvaerno5", "rodas5p"], cross_backend=False)
+    assert report.passed, report.table()
+    one_step = {r.method: r for r in report.results if r.check == "one_step"}
+    assert one_step["radau_iia5"].max_rel_error < 1e-13
+    assert one_step["radau_iia5"].fitted_slope == pytest.approx(-2, abs=0.05)
+
+
+def test_cli_conformance_table_json_and_plot(tmp_path, capsys):
+    png = tmp_path / "c.png"
+    assert main(["conformance", "--backend", "scipy", "--method", "backward_euler", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "backward_euler" in out and "one_step" in out and "pass" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["conformance", "--backend", "scipy", "--method", "sdirk2", "--json", "--no-plot"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["check"] for r in rows} >= {"one_step", "n_step", "reversible"}
+    assert main(["conformance", "--backend", "nope", "--no-plot"]) == 2
+    assert "unknown backend 'nope'" in capsys.readouterr().err
