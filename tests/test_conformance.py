@@ -89,16 +89,29 @@ def test_wrong_n_step_and_reversible_are_caught():
         return scipy_backend.n_step_gradient(method_id, z, h, y0, n_steps - 1)
 
     def sloppy_reversible(base_id, z, h, y0, n_steps, coupling, perturbation=0.0):
-        # the backward pass steps with h perturbed in the 12th digit, as t1 - t0 != h would
-        return scipy_backend.reversible_run(base_id, z * (1 + 1e-12), h, y0, n_steps, coupling, perturbation) | {
-            "y_n": scipy_backend.reversible_run(base_id, z, h, y0, n_steps, coupling)["y_n"]}
+        """Rebuilds with base steps of h(1 + 1e-12), as code that recomputes t1 - t0 from
+        t0 + h does, instead of exactly the forward steps."""
+        from stiffcore.reversible import predict_reversible, reversible_step, reversible_step_back
+
+        R = get_method(base_id).stability
+        mu = z / h
+        y = w = y0
+        for k in range(n_steps):
+            y, w = reversible_step(lambda a, b, x: R((b - a) * mu) * x, k * h, (k + 1) * h, y, w, coupling)
+        y_n, y = y, y * (1 + perturbation)
+        for k in reversed(range(n_steps)):
+            y, w = reversible_step_back(lambda a, b, x: R((b - a) * (1 + 1e-12) * mu) * x, k * h, (k + 1) * h,
+                                        y, w, coupling)
+        dy = predict_reversible(base_id, z, h=h, n_steps=n_steps, coupling=coupling, y0=y0)[1]
+        return dict(y_n=y_n, y0_rebuilt=y, dy_dlambda=float(dy))
 
     wrong = Backend(name="wrong", methods=("backward_euler",), one_step_gradient=scipy_backend.one_step_gradient,
                     n_step_gradient=off_by_one_n_step, reversible_run=sloppy_reversible,
                     reversible_bases=("backward_euler",))
     report = run(found=found(wrong))
-    assert {r.check for r in report.failures} == {"n_step"}
-    assert report.passed is False
+    assert {r.check for r in report.failures} == {"n_step", "reversible"}
+    detail = next(r.detail for r in report.failures if r.check == "reversible")
+    assert "reconstruction after 1000 steps" in detail and "predicted stable" in detail
 
 
 def test_cross_backend_rober_disagreement_is_caught():
