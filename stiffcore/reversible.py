@@ -240,6 +240,8 @@ def predict_reconstruction_error(base: str | Method, z, coupling: float, n_steps
     """Relative error of the rebuilt y0 when y_N is multiplied by (1 + perturbation) before
     n backward steps: |(M^-n)_11 y_N perturbation / y0|, exact linear propagation."""
     m = amplification_matrix(base, z, coupling)
+    if not np.all(np.isfinite(m)):
+        return math.inf  # z sits on a pole of the backward base step
     y_n = (np.linalg.matrix_power(m, n_steps) @ np.array([y0, y0]))[0]
     back = np.linalg.matrix_power(np.linalg.inv(m), n_steps)
     return float(abs(back[0, 0] * y_n * perturbation / y0))

@@ -109,13 +109,18 @@ def _eval_ratio(num: np.ndarray, den: np.ndarray, den_power: int, z: np.ndarray)
     zz = z.astype(dtype)
     big = np.abs(zz) > 1
     out = np.empty_like(zz)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # at a pole R is inf: say so
+        _fill_ratio(out, zz, big, num, den, den_power)
+    return out if z.ndim else out[()]
+
+
+def _fill_ratio(out, zz, big, num, den, den_power):
     small = ~big
     out[small] = _horner(num, zz[small]) / _horner(den, zz[small]) ** den_power
     if np.any(big):
         w = 1 / zz[big]
         shift = (len(num) - 1) - den_power * (len(den) - 1)
         out[big] = zz[big] ** shift * (_horner(num[::-1], w) / _horner(den[::-1], w) ** den_power)
-    return out if z.ndim else out[()]
 
 
 def _abs_sq_poly(p: list) -> list:

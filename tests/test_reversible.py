@@ -198,7 +198,7 @@ def test_amplification_sees_non_normal_growth_the_spectral_radius_misses():
     _, rec = amplification("trapezoid", -1e6, 0.999, 1000)
     assert rec > 100  # ... but M is nearly defective: perturbations grow ~n/(1 - lambda)
     _, rec_be = amplification("backward_euler", -1.2, 0.999, 1000)
-    assert rec_be < 1.0011**1000
+    assert rec_be < 20  # backward Euler's M is far from defective
     step, y, z = run("trapezoid", -1e6, 1.0, 1000, 0.999)
     for k in reversed(range(1000)):
         y, z = reversible_step_back(step, k * 1.0, (k + 1) * 1.0, y, z, 0.999)
