@@ -21,7 +21,7 @@ from stiffcore.predictions import one_step_gradient
 from stiffcore.report import json_safe, table
 
 from .checks import (
-    CheckResult, Z_GRID, check_n_step, check_one_step, check_reversible, check_rober,
+    CheckResult, check_n_step, check_one_step, check_reversible, check_rober,
 )
 
 

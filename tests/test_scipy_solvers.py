@@ -241,6 +241,17 @@ def test_reversible_matches_the_core_prediction_mode_by_mode():
         np.testing.assert_allclose(sol.y[:, -1], expected, rtol=1e-10)
 
 
+def test_reversible_counts_its_base_evaluations():
+    calls = {"n": 0}
+
+    def fun(t, y):
+        calls["n"] += 1
+        return -2.0 * y
+
+    sol = solve_ivp(fun, (0, 1.0), [1.0], method="Reversible", base="RadauIIA5", first_step=0.1, jac=[[-2.0]])
+    assert sol.status == 0 and sol.nfev == calls["n"] and sol.nlu > 0
+
+
 def test_reversible_warns_in_the_unstable_band():
     with pytest.warns(RuntimeWarning, match="grows by"):
         solve_ivp(lambda t, y: -0.5 * y, (0, 1.0), [1.0], method="Reversible", first_step=1.0, jac=[[-0.5]])

@@ -43,6 +43,7 @@ class Reversible(StiffSolver):
         options.setdefault("adaptive", False)
         self.base = base_cls(fun, t0, y0, t_bound, **options)
         super().__init__(fun, t0, y0, t_bound, **options)
+        self.nfev += self.base.nfev  # the base's own set-up evaluations
         self.z = np.array(self.y, copy=True)
         self._warn_if_unstable()
 
@@ -72,10 +73,15 @@ class Reversible(StiffSolver):
         result.z = z1
         return result
 
+    def _step_impl(self):
+        # the base solver counts its own evaluations: report them as this solver's too
+        before = (self.base.nfev, self.base.njev, self.base.nlu)
+        try:
+            return super()._step_impl()
+        finally:
+            self.nfev += self.base.nfev - before[0]
+            self.njev += self.base.njev - before[1]
+            self.nlu += self.base.nlu - before[2]
+
     def _accepted(self, t, y, h, result) -> None:
         self.z = result.z
-        self.nfev_base = self.base.nfev
-
-    @property
-    def counts(self):
-        return self.nfev + self.base.nfev, self.njev + self.base.njev, self.nlu + self.base.nlu
