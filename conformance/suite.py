@@ -16,28 +16,13 @@ from typing import Sequence
 import numpy as np
 
 from stiffcore.catalogue import get_method
-from stiffcore.plugins import Backend, discover_backends
+from stiffcore.plugins import Backend, select_backends
 from stiffcore.predictions import one_step_gradient
 from stiffcore.report import json_safe, table
 
 from .checks import (
     CheckResult, check_n_step, check_one_step, check_reversible, check_rober,
 )
-
-
-def select_backends(names: Sequence[str] | None = None, found: dict | None = None) -> list[Backend]:
-    """Available backends, optionally only the named ones (unknown or unavailable names raise)."""
-    found = discover_backends() if found is None else found
-    if names is None:
-        return [b for b in found.values() if b.available]
-    chosen = []
-    for name in names:
-        if name not in found:
-            raise ValueError(f"unknown backend {name!r}; installed backends: {', '.join(found) or 'none'}")
-        if not found[name].available:
-            raise ValueError(f"backend {name!r} needs {', '.join(found[name].requires)}, which is not installed")
-        chosen.append(found[name])
-    return chosen
 
 
 @dataclass

@@ -112,23 +112,29 @@ def discover_backends(pm: pluggy.PluginManager | None = None) -> dict[str, Backe
     return dict(sorted(found.items()))
 
 
+def select_backends(names: Sequence[str] | None = None, found: dict | None = None) -> list[Backend]:
+    """The named backends (default: every available one); an unknown name, or one whose
+    framework is missing, raises ``ValueError``."""
+    found = discover_backends() if found is None else found
+    if names is None:
+        return [b for b in found.values() if b.available]
+    chosen = []
+    for name in names:
+        if name not in found:
+            raise ValueError(f"unknown backend {name!r}; installed backends: {', '.join(found) or 'none'}")
+        if not found[name].available:
+            raise ValueError(f"backend {name!r} needs {', '.join(found[name].requires)}, which is not installed")
+        chosen.append(found[name])
+    return chosen
+
+
 def install(backends: Sequence[str] | None = None, pm: pluggy.PluginManager | None = None) -> list[str]:
     """Register the solvers of the named (default: every available) backend into its ecosystem.
 
     Returns the names installed.  Naming a backend that is unknown or whose framework is
     missing raises ``ValueError``.
     """
-    found = discover_backends(pm)
-    if backends is None:
-        chosen = [b for b in found.values() if b.available]
-    else:
-        chosen = []
-        for name in backends:
-            if name not in found:
-                raise ValueError(f"unknown backend {name!r}; installed backends: {', '.join(found) or 'none'}")
-            if not found[name].available:
-                raise ValueError(f"backend {name!r} needs {', '.join(found[name].requires)}, which is not installed")
-            chosen.append(found[name])
+    chosen = select_backends(backends, discover_backends(pm))
     for backend in chosen:
         backend.install()
     return [b.name for b in chosen]
