@@ -20,7 +20,7 @@ from ._base import StiffSolver
 from .reversible import Reversible
 from .rosenbrock import Rosenbrock
 from .runge_kutta import ExplicitRungeKutta, ImplicitRungeKutta
-from .sensitivity import sensitivity_on_steps, solve_ivp_sensitivity
+from .sensitivity import diagnose, sensitivity_on_steps, solve_ivp_sensitivity
 
 #: The catalogue methods offered as solve_ivp methods (Reversible is added below).
 SOLVER_IDS = (
@@ -72,4 +72,4 @@ def register() -> list:
 
 register()
 
-__all__ = ["SOLVERS", "SOLVER_IDS", "StiffSolver", "register", "sensitivity_on_steps", "solve_ivp_sensitivity", "solver_class", *SOLVERS]
+__all__ = ["SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps", "solve_ivp_sensitivity", "solver_class", *SOLVERS]

@@ -291,3 +291,30 @@ def _reversible_reverse(result, pair, steps, out_index, y0, p, loss, loss_grad):
         ybar = ybar + seeds.get(k, 0)
     result.grad, result.grad_y0 = pbar, ybar + zbar
     result.reconstruction_error = float(np.max(np.abs(y - y0)) / max(np.max(np.abs(y0)), 1e-300))
+
+
+def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param_names=None, coupling=None,
+             **options):
+    """Solve with ``method``, then build stiffcore's gradient diagnosis from the accepted steps:
+    df/dy and df/dp at every step start (the user's callables, else complex step or
+    differences), the states for scaling advice.  Returns :class:`stiffcore.diagnostics.Diagnosis`."""
+    from stiffcore.diagnostics import diagnose as core_diagnose
+
+    from . import solver_class
+
+    p = np.asarray(p, dtype=float).ravel()
+    y0 = np.asarray(y0, dtype=float).ravel()
+    derivs = Derivatives(fun, y0.size, p, jac, jac_p)
+    reversible = method == "Reversible"
+    if reversible:
+        options["coupling"] = check_coupling(DEFAULT_COUPLING if coupling is None else coupling)
+        coupling = options["coupling"]
+    sol = solve_ivp(lambda t, y: fun(t, y, p), t_span, y0, method=solver_class(method),
+                    jac=None if jac is None else (lambda t, y: jac(t, y, p)), **options)
+    if sol.status != 0:
+        raise RuntimeError(f"diagnose: the solve failed: {sol.message}")
+    t, Y = sol.t[:-1], sol.y[:, :-1].T
+    base = get_method(options.get("base", "backward_euler") if reversible else method).id
+    return core_diagnose(base, t, np.diff(sol.t), jacobians=np.array([derivs.dfdy(ti, yi, p) for ti, yi in zip(t, Y)]),
+                         param_jacobians=np.array([derivs.dfdp(ti, yi, p) for ti, yi in zip(t, Y)]),
+                         param_names=param_names, params=p, states=sol.y.T, coupling=coupling)

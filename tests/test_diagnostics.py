@@ -1,0 +1,109 @@
+"""Gradient diagnostics: stiffness, per-parameter attenuation and advice."""
+
+import numpy as np
+import pytest
+
+from stiffcore import get_method
+from stiffcore.diagnostics import STIFF_TAIL, diagnose
+from stiffcore.reversible import predict_reversible
+
+
+def diagonal_case(rates=(-1.0, -1e4), steps=5, h=0.1):
+    h = np.full(steps, h)
+    t = np.concatenate([[0.0], np.cumsum(h)[:-1]])
+    J = np.tile(np.diag(rates), (steps, 1, 1))
+    Fp = np.tile(np.eye(len(rates)), (steps, 1, 1))  # parameter j feeds mode j only
+    return t, h, J, Fp
+
+
+@pytest.mark.parametrize("method", ["radau_iia5", "backward_euler", "lobatto_iiic2", "rodas5p"])
+def test_parameter_feeding_one_mode_is_attenuated_by_R_prime(method):
+    t, h, J, Fp = diagonal_case()
+    d = diagnose(method, t, h, jacobians=J, param_jacobians=Fp, param_names=["slow", "fast"])
+    stab = get_method(method).stability
+    for p, rate in zip(d.parameters, (-1.0, -1e4)):
+        expected = np.log10(min(abs(stab.derivative(0.1 * rate)), 1.0))
+        assert p.log10_attenuation == pytest.approx(expected, abs=1e-12)
+        assert p.fastest_mode == pytest.approx(abs(rate))
+    assert [p.starved for p in d.parameters] == [False, True]
+
+
+def test_reversible_uses_the_reversible_one_step_derivative():
+    t, h, J, Fp = diagonal_case()
+    d = diagnose("backward_euler", t, h, jacobians=J, param_jacobians=Fp, coupling=0.999)
+    _, dy = predict_reversible("backward_euler", 0.1 * -1e4, h=1.0, n_steps=1, coupling=0.999)
+    assert d.parameters[1].log10_attenuation == pytest.approx(np.log10(min(abs(dy), 1.0)), abs=1e-12)
+    assert any(a.startswith("reversible: coupling") for a in d.advice)
+
+
+def test_stiffness_measures():
+    t, h, J, _ = diagonal_case(rates=(-2.0, -1e3, -5e5))
+    d = diagnose("radau_iia5", t, h, jacobians=J)
+    np.testing.assert_allclose(d.spread, 5e5 / 2.0)
+    assert d.stiffness_index == pytest.approx(5e5 * 0.5)
+    assert d.stiff_tail_fraction == 1.0
+    counts, edges = d.z_histogram()
+    assert counts.sum() == 15
+    eig_only = diagnose("radau_iia5", t, h, eigenvalues=np.tile([-2.0, -1e-3], (5, 1)))
+    assert eig_only.stiff_tail_fraction == 0.0 and STIFF_TAIL == 10.0
+
+
+def test_advice_carries_numbers():
+    t, h, J, Fp = diagonal_case()
+    states = np.column_stack([np.linspace(1, 0.5, 5), np.linspace(0, 2e-5, 5)])
+    d = diagnose("radau_iia5", t, h, jacobians=J, param_jacobians=Fp, param_names=["k1", "k2"],
+                 params=[0.04, 3e7], states=states)
+    text = "\n".join(d.advice)
+    assert "k1 x0.04" in text and "k2 x3e+07" in text and "8.9 decades" in text
+    assert "y_max - y_min = [0.5, 2e-05]" in text and "t1 - t0 = 0.5" in text
+    assert "k2 is starved" in text and "steps shorter than 0.001" in text
+    assert "STARVED" in d.table()
+
+
+def test_plot(tmp_path):
+    t, h, J, Fp = diagonal_case()
+    d = diagnose("radau_iia5", t, h, jacobians=J, param_jacobians=Fp)
+    path = d.plot(str(tmp_path / "d.png"), measured={"p0": -0.1, "p1": -5.0})
+    assert open(path, "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(jacobians="nan"), "jacobians has NaN or inf at step 2"),
+    (dict(h="short"), "t has 5 steps but h has 4"),
+    (dict(jacobians="few"), "jacobians must have shape \\(5, n, n\\)"),
+    (dict(params=[1.0, 2.0, 3.0]), "params has 3 values but df/dp has 2 columns"),
+    (dict(param_names=["a"]), "1 parameter names for 2 parameters"),
+    (dict(method="radau5"), "Did you mean 'radau_iia5'"),
+    (dict(method="bdf2"), "one-step method"),
+    (dict(coupling=1.5), "coupling"),
+])
+def test_bad_input_names_what_to_fix(change, match):
+    t, h, J, Fp = diagonal_case()
+    kwargs = dict(method="radau_iia5", t=t, h=h, jacobians=J, param_jacobians=Fp)
+    if change.get("jacobians") == "nan":
+        J = J.copy()
+        J[2, 0, 0] = np.nan
+        change = dict(jacobians=J)
+    elif change.get("jacobians") == "few":
+        change = dict(jacobians=J[:3])
+    elif change.get("h") == "short":
+        change = dict(h=h[:4])
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        diagnose(**kwargs)
+
+
+def test_scipy_collects_the_inputs_on_rober(capsys):
+    from stiffcore.adapters.scipy import diagnose as scipy_diagnose
+    from stiffcore.cli import main
+    from stiffcore.problems import ROBER
+
+    d = scipy_diagnose(ROBER.rhs, (0, 1e3), ROBER.y0, ROBER.params, jac=ROBER.jac, jac_p=ROBER.jac_p,
+                       param_names=ROBER.param_names, rtol=1e-6, atol=1e-10)
+    assert [p.name for p in d.parameters] == ["k1", "k2", "k3"]
+    assert d.stiffness_index > 1e6 and d.stiff_tail_fraction > 0.5
+    assert np.nanmax(d.spread) > 1e4
+    assert main(["diagnose", "rober", "--no-plot", "--rtol", "1e-5"]) == 0
+    out = capsys.readouterr().out
+    assert "d/dlog p" in out and "k2" in out
+    assert main(["diagnose", "rober", "--backend", "torch", "--no-plot"]) == 2
