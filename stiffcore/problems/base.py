@@ -81,17 +81,19 @@ class MassActionNetwork:
         return r @ constant_like(self.stoichiometry.T, r)
 
     def jac(self, t, y, k) -> np.ndarray:
-        """df/dy (numpy; complex-safe, so complex-step differentiation passes through)."""
+        """df/dy (numpy; complex-safe, so complex-step differentiation passes through).
+
+        d r_j / d y_i sums, over each reactant slot a of reaction j holding species i, k_j
+        times the product of the other slots (the padding slot, index n, is dropped)."""
         y = np.asarray(y)
-        padded = np.append(y, 1.0)
-        drdy = np.zeros((self.reactants.shape[0], self.n), dtype=np.result_type(y, np.asarray(k), float))
-        for j, idx in enumerate(self.reactants):
-            for a in range(self.order):
-                if idx[a] == self.n:
-                    continue
-                others = np.prod([padded[idx[b]] for b in range(self.order) if b != a])
-                drdy[j, idx[a]] += k[j] * others
-        return self.stoichiometry @ drdy
+        k = np.asarray(k)
+        values = np.append(y, 1.0)[self.reactants]                       # (R, order)
+        rows = np.arange(self.reactants.shape[0])
+        drdy = np.zeros((rows.size, self.n + 1), dtype=np.result_type(y, k, float))
+        for a in range(self.order):
+            others = np.prod(np.delete(values, a, axis=1), axis=1) if self.order > 1 else 1.0
+            np.add.at(drdy, (rows, self.reactants[:, a]), k * others)
+        return self.stoichiometry @ drdy[:, : self.n]
 
     def jac_p(self, t, y, k) -> np.ndarray:
         """df/dk (numpy): column j is S[:, j] times the rate with k_j = 1."""
