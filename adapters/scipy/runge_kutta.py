@@ -86,12 +86,12 @@ class ImplicitRungeKutta(StiffSolver):
     def _converged(self, dz_norm, previous, k):
         """RADAU5's test: returns (done, failed, rate).  An increment far below the tolerance
         is converged whatever its rate (at round-off level the rate is noise near 1)."""
+        rate = min(dz_norm / previous, 1.0) if previous else 0.0
         # round-off alone makes increments of about eps/rtol in the weighted norm
         if dz_norm <= max(1e-2 * self.newton_tol, 4 * EPS / np.min(self.rtol)):
-            return True, False, 0.0 if previous is None else min(dz_norm / previous, 1.0) if previous else 0.0
+            return True, False, rate
         if previous is None:
             return False, False, 0.0
-        rate = dz_norm / previous if previous > 0 else 0.0
         if rate >= 1 or rate ** (self.max_newton_iter - k) / (1 - rate) * dz_norm > self.newton_tol:
             return False, True, rate
         return dz_norm == 0 or rate / (1 - rate) * dz_norm < self.newton_tol, False, rate
