@@ -50,16 +50,22 @@ class Derivatives:
 
     def _differentiate(self, g, x) -> np.ndarray:
         x = np.asarray(x)
-        cols = []
-        if self.complex_ok and not np.iscomplexobj(x):
-            for j in range(x.size):
-                e = np.zeros(x.size, dtype=complex)
-                e[j] = 1j * _STEP
-                cols.append(np.imag(np.asarray(g(x + e))) / _STEP)
+        return differentiate(g, x, complex_step=self.complex_ok and not np.iscomplexobj(x))
+
+
+def differentiate(g, x, complex_step: bool) -> np.ndarray:
+    """d g / d x as an (len(g(x)), len(x)) matrix for a vector x: complex step (exact to
+    round-off, needs an analytic g) or central differences (about 8 digits)."""
+    x = np.asarray(x)
+    cols = []
+    for j in range(x.size):
+        if complex_step:
+            e = np.zeros(x.size, dtype=complex)
+            e[j] = 1j * _STEP
+            cols.append(np.imag(np.asarray(g(x + e))) / _STEP)
         else:
-            for j in range(x.size):
-                step = np.cbrt(np.finfo(float).eps) * max(1.0, abs(x[j]))
-                e = np.zeros(x.size, dtype=x.dtype)
-                e[j] = step
-                cols.append((np.asarray(g(x + e)) - np.asarray(g(x - e))) / (2 * step))
-        return np.array(cols).T
+            step = np.cbrt(np.finfo(float).eps) * max(1.0, abs(x[j]))
+            e = np.zeros(x.size, dtype=x.dtype)
+            e[j] = step
+            cols.append((np.asarray(g(x + e)) - np.asarray(g(x - e))) / (2 * step))
+    return np.array(cols).T

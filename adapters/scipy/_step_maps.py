@@ -21,7 +21,7 @@ from scipy.linalg import lu_factor, lu_solve
 from stiffcore.catalogue import ButcherTableau, RosenbrockTableau, get_method
 from stiffcore.reversible import reversible_step, reversible_step_back
 
-from ._derivatives import _STEP, Derivatives
+from ._derivatives import Derivatives, differentiate
 
 EPS = np.finfo(float).eps
 
@@ -144,22 +144,8 @@ class RosenbrockStepMap:
         y_new = self.step(t, y, h, p)
         if not derivatives:
             return y_new, None, None
-        n, P = y.size, p.size
-        cols = []
-        for j in range(n + P):
-            if self.exact:
-                e = np.zeros(n + P, dtype=complex)
-                e[j] = 1j * _STEP
-                cols.append(np.imag(self.step(t, y + e[:n], h, p + e[n:])) / _STEP)
-            else:
-                x = np.concatenate([y, p])
-                step = np.cbrt(EPS) * max(1.0, abs(x[j]))
-                e = np.zeros(n + P)
-                e[j] = step
-                hi = self.step(t, y + e[:n], h, p + e[n:])
-                lo = self.step(t, y - e[:n], h, p - e[n:])
-                cols.append((hi - lo) / (2 * step))
-        D = np.array(cols).T
+        n = y.size
+        D = differentiate(lambda x: self.step(t, x[:n], h, x[n:]), np.concatenate([y, p]), complex_step=self.exact)
         return y_new, D[:, :n], D[:, n:]
 
 

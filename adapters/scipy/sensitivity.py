@@ -27,7 +27,7 @@ from scipy.integrate._ivp.ivp import OdeResult
 from stiffcore.catalogue import get_method
 from stiffcore.reversible import DEFAULT_COUPLING, check_coupling
 
-from ._derivatives import _STEP, Derivatives
+from ._derivatives import Derivatives, differentiate
 from ._step_maps import ReversiblePairMap, StepFailed, step_map
 
 
@@ -48,25 +48,14 @@ def _outputs(t_eval, t_span):
 def _loss_gradient(loss, Y):
     """dL/dY by complex step when ``loss`` is analytic, else central differences (warned)."""
     flat = Y.ravel()
-    grad = np.empty(flat.size)
     try:
-        probe = loss((flat + 0j).reshape(Y.shape))
-        analytic = np.iscomplexobj(probe)
+        analytic = np.iscomplexobj(loss((flat + 0j).reshape(Y.shape)))
     except (TypeError, ValueError):
         analytic = False
     if not analytic:
         warnings.warn("stiffcore: loss_grad not given and loss does not accept complex input; "
                       "dL/dY by central differences (about 8 digits)", RuntimeWarning, stacklevel=3)
-    for j in range(flat.size):
-        if analytic:
-            e = np.zeros(flat.size, dtype=complex)
-            e[j] = 1j * _STEP
-            grad[j] = np.imag(loss((flat + e).reshape(Y.shape))) / _STEP
-        else:
-            step = np.cbrt(np.finfo(float).eps) * max(1.0, abs(flat[j]))
-            e = np.zeros(flat.size)
-            e[j] = step
-            grad[j] = (loss((flat + e).reshape(Y.shape)) - loss((flat - e).reshape(Y.shape))) / (2 * step)
+    grad = differentiate(lambda v: np.atleast_1d(loss(v.reshape(Y.shape))), flat, complex_step=analytic)
     return grad.reshape(Y.shape)
 
 
