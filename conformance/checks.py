@@ -62,10 +62,10 @@ def _worst(name, method, z, measured, predicted, tol):
     err = _rel(measured, predicted)
     bad = ~(err <= tol)  # NaN counts as bad
     i = int(np.argmax(np.where(bad, np.inf, err))) if bad.any() else int(np.nanargmax(err))
-    detail = (f"{name}/{method}: at z = {complex(z[i]) if np.iscomplexobj(z) else float(z[i]):.6g} measured "
-              f"{complex(measured[i]) if np.iscomplexobj(measured) else float(measured[i]):.17g}, predicted "
-              f"{complex(predicted[i]) if np.iscomplexobj(predicted) else float(predicted[i]):.17g} "
-              f"(relative error {float(err[i]):.3g}, allowed {float(np.broadcast_to(tol, err.shape)[i]):.3g})")
+    value = lambda a: np.asarray(a)[i].item()  # noqa: E731  (a Python float or complex)
+    detail = (f"{name}/{method}: at z = {value(z):.6g} measured {value(measured):.17g}, predicted "
+              f"{value(predicted):.17g} (relative error {value(err):.3g}, "
+              f"allowed {value(np.broadcast_to(tol, err.shape)):.3g})")
     return bool(not bad.any()), float(np.nanmax(err)) if np.isfinite(err).any() else math.inf, detail
 
 

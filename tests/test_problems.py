@@ -73,3 +73,14 @@ def test_bad_parameters_and_names():
         ROBER.fun([1.0, 2.0])
     with pytest.raises(ValueError, match="Did you mean 'rober'"):
         get_problem("robber")
+
+
+def test_log_parameterisation_chains_the_rule():
+    log_rober = ROBER.log_parameterised()
+    y = np.array([0.9, 2e-5, 0.1])
+    np.testing.assert_allclose(log_rober.params, np.log(ROBER.params))
+    np.testing.assert_allclose(log_rober.rhs(0.0, y, log_rober.params), ROBER.rhs(0.0, y, ROBER.params), rtol=1e-14)
+    np.testing.assert_allclose(log_rober.jac_p(0.0, y, log_rober.params),
+                               ROBER.jac_p(0.0, y, ROBER.params) * ROBER.params, rtol=1e-13)
+    with pytest.raises(ValueError, match="positive parameters"):
+        test_equation(-1.0).log_parameterised()

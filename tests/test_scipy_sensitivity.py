@@ -10,10 +10,8 @@ from stiffcore.adapters.scipy.backend import METHODS, one_step_gradient
 from stiffcore.problems import ROBER, VANDERPOL
 
 # ROBER in log k: p = log k, so d/dp = k d/dk
-FUN = lambda t, y, q: ROBER.rhs(t, y, np.exp(q))  # noqa: E731
-JAC = lambda t, y, q: ROBER.jac(t, y, np.exp(q))  # noqa: E731
-JAC_P = lambda t, y, q: ROBER.jac_p(t, y, np.exp(q)) * np.exp(q)[None, :]  # noqa: E731
-Q = np.log(ROBER.params)
+LOG_ROBER = ROBER.log_parameterised()  # p = log k, so d/dp = k d/dk
+FUN, JAC, JAC_P, Q = LOG_ROBER.rhs, LOG_ROBER.jac, LOG_ROBER.jac_p, LOG_ROBER.params
 T_EVAL = np.logspace(-5, 5, 20)
 
 

@@ -76,18 +76,16 @@ def rober_gradient(method_id: str, times, steps=None, rtol=None):
 
     from .sensitivity import sensitivity_on_steps, solve_ivp_sensitivity
 
-    k = ROBER.params
-    fun = lambda t, y, q: ROBER.rhs(t, y, np.exp(q))  # noqa: E731
-    jac = lambda t, y, q: ROBER.jac(t, y, np.exp(q))  # noqa: E731
-    jac_p = lambda t, y, q: ROBER.jac_p(t, y, np.exp(q)) * np.exp(q)[None, :]  # noqa: E731
+    rober = ROBER.log_parameterised()
     common = dict(method=method_id, mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y,
-                  jac=jac, jac_p=jac_p, autonomous=True)
+                  jac=rober.jac, jac_p=rober.jac_p, autonomous=True)
     times = np.asarray(times, dtype=float)
     if steps is not None:
         steps = np.asarray(steps, dtype=float)
-        res = sensitivity_on_steps(fun, steps, ROBER.y0, np.log(k), out_index=np.searchsorted(steps, times), **common)
+        res = sensitivity_on_steps(rober.rhs, steps, rober.y0, rober.params, out_index=np.searchsorted(steps, times),
+                                   **common)
     else:
-        res = solve_ivp_sensitivity(fun, (0.0, times[-1]), ROBER.y0, np.log(k), t_eval=times, rtol=rtol,
+        res = solve_ivp_sensitivity(rober.rhs, (0.0, times[-1]), rober.y0, rober.params, t_eval=times, rtol=rtol,
                                     atol=rtol * 1e-4, **common)
     if res.status != 0:
         raise RuntimeError(f"scipy backend: ROBER solve failed: {res.message}")

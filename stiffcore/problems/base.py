@@ -46,6 +46,22 @@ class Problem:
         p = self.check_params(p)
         return lambda t, y: self.rhs(t, y, p)
 
+    def log_parameterised(self) -> "Problem":
+        """The same problem with parameters q = log p (rates must be positive): gradients
+        with respect to q are p times those with respect to p (Kim et al. 2021)."""
+        if np.any(self.params <= 0):
+            raise ValueError(f"{self.name}: log-parameterisation needs positive parameters, got {self.params}")
+        rhs, jac, jac_p = self.rhs, self.jac, self.jac_p
+        return Problem(
+            name=f"{self.name}_log", description=f"{self.description}; parameters log {', '.join(self.param_names)}",
+            y0=self.y0, t_span=self.t_span, params=np.log(self.params),
+            param_names=tuple(f"log_{n}" for n in self.param_names), species=self.species,
+            rhs=lambda t, y, q: rhs(t, y, namespace(q).exp(q)),
+            jac=None if jac is None else (lambda t, y, q: jac(t, y, np.exp(q))),
+            jac_p=None if jac_p is None else (lambda t, y, q: jac_p(t, y, np.exp(q)) * np.exp(q)[None, :]),
+            reference=self.reference, reference_note=self.reference_note,
+        )
+
     def jac_fun(self, p=None) -> Callable:
         p = self.check_params(p)
         return lambda t, y: self.jac(t, y, p)
