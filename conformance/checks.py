@@ -14,7 +14,9 @@ import numpy as np
 from stiffcore.catalogue import get_method
 from stiffcore.plugins import Backend
 from stiffcore.predictions import one_step_gradient, predict_test_equation
-from stiffcore.reversible import amplification, growth_rates, predict_reconstruction_error, predict_reversible
+from stiffcore.reversible import (
+    STABLE_GROWTH, amplification, growth_rates, predict_reconstruction_error, predict_reversible,
+)
 
 EPS = np.finfo(float).eps
 #: z = -10^k, k = -2, -1.5, ..., 8 (issue 6, check a)
@@ -24,7 +26,6 @@ SLOPE_TOL = 0.05
 N_STEP_Z = np.array([-0.05, -0.5, -2.0, -10.0, -50.0])
 N_STEPS = 10
 RECONSTRUCTION_TOL = 1e-12
-STABLE_GROWTH = 1.0011
 RAYS_DEGREES = (60.0, 80.0)
 
 

@@ -14,7 +14,7 @@ every method takes fixed steps with ``first_step=h, adaptive=False``.
 
 from __future__ import annotations
 
-from stiffcore.catalogue import get_method
+from stiffcore.catalogue import get_method, method_ids
 
 from ._base import StiffSolver
 from .reversible import Reversible
@@ -23,11 +23,7 @@ from .runge_kutta import ExplicitRungeKutta, ImplicitRungeKutta
 from .sensitivity import diagnose, sensitivity_on_steps, solve_ivp_sensitivity
 
 #: The catalogue methods offered as solve_ivp methods (Reversible is added below).
-SOLVER_IDS = (
-    "radau_iia5", "rodas5p", "rodas4", "ros3p", "rosenbrock23", "trbdf2", "kvaerno3", "kvaerno4",
-    "kvaerno5", "sdirk2", "backward_euler", "trapezoid", "implicit_midpoint", "gauss_legendre4",
-    "gauss_legendre6", "lobatto_iiic2", "radau_iia3",
-)
+SOLVER_IDS = tuple(method_ids(one_step=True, implicit=True))
 
 _FAMILY_CLASS = {"rosenbrock": Rosenbrock, "explicit": ExplicitRungeKutta,
                  "diagonally_implicit": ImplicitRungeKutta, "fully_implicit": ImplicitRungeKutta}

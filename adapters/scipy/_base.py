@@ -144,8 +144,7 @@ class StiffSolver(OdeSolver):
     @property
     def error_order(self) -> int:
         """Order of the error estimate's leading term minus one (q in err ~ h^(q+1))."""
-        emb = self.method.embedded_order
-        return min(self.method.order, emb) if emb is not None else self.method.order
+        return self.method.error_order
 
     # --- shared machinery ----------------------------------------------------------------
     def eval_f(self, t, y):

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from stiffcore.catalogue import method_ids
 from stiffcore.plugins import Backend, hookimpl
 
-METHODS = (
-    "radau_iia5", "rodas5p", "rodas4", "ros3p", "rosenbrock23", "trbdf2", "kvaerno3", "kvaerno4",
-    "kvaerno5", "sdirk2", "backward_euler", "trapezoid", "implicit_midpoint", "gauss_legendre4",
-    "gauss_legendre6", "lobatto_iiic2", "radau_iia3",
-)
+METHODS = tuple(method_ids(one_step=True, implicit=True))
 
 
 def _linear(lam: float):

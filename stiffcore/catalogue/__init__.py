@@ -41,11 +41,14 @@ def get_method(key: str | Method) -> Method:
     return method
 
 
-def method_ids(family: str | None = None, *, one_step: bool | None = None) -> list[str]:
-    """Catalogue ids, optionally filtered by family or by being one-step."""
+def method_ids(family: str | None = None, *, one_step: bool | None = None, implicit: bool | None = None) -> list[str]:
+    """Catalogue ids, optionally filtered by family, by being one-step and by being implicit.
+
+    ``method_ids(one_step=True, implicit=True)`` is the set every adapter offers as solvers."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; families are {', '.join(FAMILIES)}")
     return [
         m.id for m in METHODS.values()
         if (family is None or m.family == family) and (one_step is None or m.is_one_step == one_step)
+        and (implicit is None or m.is_implicit == implicit)
     ]

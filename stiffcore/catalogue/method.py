@@ -69,6 +69,11 @@ class Method:
         return getattr(self.coefficients, "b_embedded", None) is not None
 
     @property
+    def error_order(self) -> int:
+        """q in err ~ h^(q+1) for step-size control: the lower of the two orders of the pair."""
+        return min(self.order, self.embedded_order) if self.embedded_order is not None else self.order
+
+    @property
     def has_dense_output(self) -> bool:
         coef = self.coefficients
         return getattr(coef, "dense", None) is not None or getattr(coef, "dense_transformed", None) is not None

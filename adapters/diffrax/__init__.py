@@ -1,0 +1,32 @@
+"""stiffcore's stiff methods as diffrax solvers.
+
+::
+
+    import diffrax
+    from stiffcore.adapters.diffrax import RadauIIA5, Rodas5P
+
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(f), Rodas5P(), t0, t1, dt0, y0, args=args,
+                              stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-10))
+
+Display names are shared with the SciPy adapter; coefficients come from the catalogue.
+Every solver is an equinox module and works under ``jax.jit``, ``jax.vmap`` and
+``jax.grad``; implicit stages are differentiated by the implicit function theorem
+(Optimistix's implicit adjoint), so gradients through diffrax's default adjoint are those
+of the discrete solution.
+"""
+
+from __future__ import annotations
+
+from stiffcore.catalogue import method_ids
+
+from ._solvers import ImplicitRungeKuttaSolver, RosenbrockSolver, solver_class
+from .reversible import Reversible
+
+#: The catalogue methods offered as diffrax solvers: the implicit one-step methods that
+#: diffrax does not ship (it has Kvaerno3/4/5).
+SOLVER_IDS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.startswith("kvaerno"))
+SOLVERS = {cls.__name__: cls for cls in map(solver_class, SOLVER_IDS)}
+globals().update(SOLVERS)  # RadauIIA5, Rodas5P, ... importable from this module
+
+__all__ = ["SOLVERS", "SOLVER_IDS", "ImplicitRungeKuttaSolver", "Reversible", "RosenbrockSolver", "solver_class",
+           *SOLVERS]

@@ -1,0 +1,120 @@
+"""``Reversible(base_solver, coupling)``: the McCallum & Foster scheme around any one-step
+diffrax solver, ours or diffrax's own (explicit or implicit).
+
+The step is the core's framework-agnostic :func:`stiffcore.reversible.reversible_step` on
+raveled states, with the base solver's step (taken forwards and backwards) as the map.
+The solver state carries the second state z.  On its first step the solver evaluates
+h * eig(J) at the initial state and, through ``jax.debug.callback``, warns (``RuntimeWarning``)
+when the core predicts growth above 1.0011 per step for a decaying mode.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from diffrax._root_finder import use_stepsize_tol  # diffrax exports no public name for it
+from jax.flatten_util import ravel_pytree
+
+from stiffcore.reversible import DEFAULT_COUPLING, check_coupling, instability_warning, reversible_step
+
+#: diffrax solvers that are not one-step maps of y alone, so they cannot serve as a base.
+_NOT_ONE_STEP = ("LeapfrogMidpoint", "ReversibleHeun", "SemiImplicitEuler")
+
+
+class Reversible(diffrax.AbstractAdaptiveSolver):
+    """Algebraically reversible wrapper (McCallum & Foster, arXiv 2410.11648).
+
+    ``base_solver``: any one-step diffrax solver (``RadauIIA5()``, ``diffrax.Kvaerno5()``,
+    ``diffrax.Tsit5()``, ...); ``coupling``: lambda in (0, 1), default 0.999.  Adaptive with
+    the base's error estimate of its forward step when the base has one.  The catalogue id
+    of the base, for the core's growth rates, is ``base_id`` (from the class name).
+    """
+
+    base_solver: diffrax.AbstractSolver
+    coupling: float = DEFAULT_COUPLING
+
+    interpolation_cls = diffrax.LocalLinearInterpolation
+
+    def __check_init__(self):
+        if not isinstance(self.base_solver, diffrax.AbstractSolver):
+            raise TypeError(f"base_solver must be a diffrax solver instance, got {type(self.base_solver).__name__}")
+        name = type(self.base_solver).__name__
+        if isinstance(self.base_solver, Reversible) or name in _NOT_ONE_STEP:
+            raise ValueError(f"base_solver must be a one-step method; {name} is not")
+        check_coupling(self.coupling)
+        finder = getattr(self.base_solver, "root_finder", None)
+        if finder is not None and any(getattr(finder, tol, None) is use_stepsize_tol
+                                      for tol in ("rtol", "atol")):
+            raise ValueError(
+                f"{name} takes its root-finder tolerances from the step-size controller, which diffeqsolve "
+                f"cannot pass through Reversible; give them explicitly, e.g. "
+                f"Reversible({name}(root_finder=diffrax.VeryChord(rtol=1e-8, atol=1e-10)))")
+
+    @property
+    def term_structure(self):
+        return self.base_solver.term_structure
+
+    @property
+    def base_id(self) -> str | None:
+        """The base's catalogue id, if the core knows the method (for growth rates)."""
+        from stiffcore.catalogue import METHODS, get_method
+
+        name = type(self.base_solver).__name__
+        try:
+            return get_method({"ImplicitEuler": "backward_euler"}.get(name, name)).id
+        except ValueError:
+            return next((m.id for m in METHODS.values() if m.name.lower() == name.lower()), None)
+
+    def order(self, terms):
+        return self.base_solver.order(terms)
+
+    def error_order(self, terms):
+        return self.base_solver.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        self._warn_if_unstable(terms, t0, t1, y0, args)
+        return y0
+
+    def func(self, terms, t0, y0, args):
+        return self.base_solver.func(terms, t0, y0, args)
+
+    def _base_step(self, terms, args, unravel, records):
+        def psi(t_from, t_to, v):
+            y = unravel(v)
+            state = self.base_solver.init(terms, t_from, t_to, y, args)
+            y1, err, _, _, result = self.base_solver.step(terms, t_from, t_to, y, args, state, False)
+            records.append((err, result))
+            return ravel_pytree(y1)[0]
+        return psi
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y, unravel = ravel_pytree(y0)
+        z = ravel_pytree(solver_state)[0]
+        records: list = []
+        y1, z1 = reversible_step(self._base_step(terms, args, unravel, records), t0, t1, y, z, self.coupling)
+        (error, result), (_, result_back) = records
+        result = diffrax.RESULTS.where(result == diffrax.RESULTS.successful, result_back, result)
+        dense_info = dict(y0=y0, y1=unravel(y1))
+        return unravel(y1), error, dense_info, unravel(z1), result
+
+    def _warn_if_unstable(self, terms, t0, t1, y0, args):
+        base = self.base_id
+        if base is None:
+            return
+        flat, unravel = ravel_pytree(y0)
+        if flat.size > 500:
+            return
+        J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t0, unravel(v), args))[0])(flat)
+        coupling = self.coupling
+
+        def warn(J, h):
+            z = np.asarray(h) * np.linalg.eigvals(np.asarray(J).reshape(-1, flat.size, flat.size))
+            message = instability_warning(base, z.ravel(), coupling)
+            if message:
+                warnings.warn(f"at t0: {message}", RuntimeWarning, stacklevel=2)
+
+        jax.debug.callback(warn, J, jnp.asarray(t1 - t0))

@@ -1,0 +1,61 @@
+"""stiffcore's stiff methods for torchdiffeq.
+
+Importing this module (or ``stiffcore.install()``) adds the catalogue's snake_case ids
+to torchdiffeq's solver table, next to torchdiffeq's own names, which stay untouched::
+
+    import stiffcore.adapters.torchdiffeq
+    from torchdiffeq import odeint
+    y = odeint(func, y0, t, method="rodas5p", rtol=1e-6, atol=1e-10)
+    y = odeint(func, y0, t, method="backward_euler", options={"step_size": 0.01})
+    y = odeint(func, y0, t, method="reversible", options={"base": "kvaerno5", "coupling": 0.999})
+
+With torchode installed the adaptive methods are registered there too
+(``torchode.solve_ivp(f, y0, t_eval, method="radau_iia5")``, see :mod:`.torchode`).
+
+Backpropagating through ``odeint`` gives the exact derivative of the discrete solution
+(implicit stages by the implicit function theorem).  :func:`odeint_reversible` runs the
+reversible method with a backward pass whose memory does not grow with the step count.
+"""
+
+from __future__ import annotations
+
+from stiffcore.catalogue import get_method, method_ids
+
+from ._solver import StiffSolver
+from .reversible import ReversibleSolver, odeint_reversible
+
+#: The catalogue methods offered as torchdiffeq method strings, plus "reversible".
+SOLVER_IDS = tuple(method_ids(one_step=True, implicit=True))
+
+
+def _solver_class(method_id: str) -> type:
+    m = get_method(method_id)
+    adaptive = (f"adaptive with its embedded estimate of order {m.embedded_order}" if m.has_error_estimate
+                else "fixed steps only (options={'step_size': h})")
+    doc = (f"{m.name} ({m.family.replace('_', ' ')}, order {m.order}, {m.stages} stages); {adaptive}.\n\n"
+           f"Reference: {m.reference}.\n\n" + (StiffSolver.__doc__ or ""))
+    return type(f"{m.name}Solver", (StiffSolver,), {"method_id": m.id, "__doc__": doc, "__module__": __name__})
+
+
+SOLVERS = {mid: _solver_class(mid) for mid in SOLVER_IDS}
+SOLVERS["reversible"] = ReversibleSolver
+
+
+def register() -> list:
+    """Add the method strings to ``torchdiffeq``'s table (used by ``odeint`` and
+    ``odeint_adjoint``), never replacing its own, and to torchode's when it is installed;
+    returns the torchdiffeq names added."""
+    from torchdiffeq._impl.odeint import SOLVERS as TABLE
+
+    from .torchode import register as register_torchode
+
+    added = [name for name in SOLVERS if name not in TABLE]
+    for name in added:
+        TABLE[name] = SOLVERS[name]
+    register_torchode()
+    return added
+
+
+register()
+
+__all__ = ["SOLVERS", "SOLVER_IDS", "StiffSolver", "ReversibleSolver", "odeint_reversible", "register"]

@@ -1,0 +1,137 @@
+"""The user's vector field on the solvers' internal (B, n) layout, with its Jacobian.
+
+A state of shape ``batch_shape + event_shape`` (``batch_dims`` leading dimensions that
+the user declares independent) is held as a (B, n) matrix, B = prod(batch_shape) (1 when
+there is no batch) and n = prod(event_shape).  Jacobians are (B, n, n): one Newton
+matrix per batch element, factorised together by ``torch.linalg.lu_factor``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+JAC_CHOICES = ("autodiff", "finite_difference")
+
+
+class VectorField:
+    """``func(t, y)`` with shape checks, evaluation counts and Jacobians by ``torch.func``.
+
+    ``jac`` is ``"autodiff"`` (batched vector-Jacobian products; differentiable, so Rosenbrock steps
+    backpropagate exactly), ``"finite_difference"`` (forward differences, n evaluations,
+    not differentiable) or a callable ``jac(t, y)`` returning df/dy for the state's shape:
+    ``y.shape + y.shape`` without a batch, ``(*batch_shape, n, n)`` with one.
+    """
+
+    def __init__(self, func, y0: torch.Tensor, batch_dims: int = 0, jac=None):
+        if not callable(func):
+            raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
+        if not (isinstance(batch_dims, int) and 0 <= batch_dims < max(y0.ndim, 1)):
+            raise ValueError(f"option batch_dims must be an integer in [0, {max(y0.ndim - 1, 0)}] for y0 of shape "
+                             f"{tuple(y0.shape)}, got {batch_dims!r}")
+        self.func = func
+        self.shape = y0.shape
+        self.batch = math.prod(y0.shape[:batch_dims])
+        self.n = math.prod(y0.shape[batch_dims:])
+        if jac is None:
+            jac = "autodiff"
+        if isinstance(jac, str) and jac not in JAC_CHOICES:
+            raise ValueError(f"option jac must be a callable or one of {JAC_CHOICES}, got {jac!r}")
+        if not (isinstance(jac, str) or callable(jac)):
+            raise TypeError(f"option jac must be a callable jac(t, y) or one of {JAC_CHOICES}, got {type(jac).__name__}")
+        self.jac = jac
+        self._probed = False
+        self._time_dependent = None
+        self.nfev = self.njev = 0
+
+    def flat(self, y: torch.Tensor) -> torch.Tensor:
+        return y.reshape(self.batch, self.n)
+
+    def unflat(self, y: torch.Tensor) -> torch.Tensor:
+        return y.reshape(self.shape)
+
+    def __call__(self, t, y: torch.Tensor) -> torch.Tensor:
+        """f on the (B, n) layout."""
+        self.nfev += 1
+        out = self.func(t, y.reshape(self.shape))
+        if not isinstance(out, torch.Tensor) or out.shape != self.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"func(t, y) must return a tensor of the state's shape {tuple(self.shape)}, got {got}")
+        return out.reshape(self.batch, self.n)
+
+    def depends_on_time(self, t, y: torch.Tensor) -> bool:
+        """Whether autograd sees f depend on t (probed once); autonomous problems skip df/dt."""
+        if self._time_dependent is None:
+            with torch.enable_grad():
+                tt = t.detach().clone().requires_grad_(True)
+                out = self(tt, y.detach())
+                self._time_dependent = bool(out.requires_grad) and torch.autograd.grad(
+                    out, tt, torch.ones_like(out), allow_unused=True)[0] is not None
+        return self._time_dependent
+
+    def time_derivative(self, t, y: torch.Tensor) -> torch.Tensor:
+        """df/dt at (t, y) by forward-mode autodiff (non-autonomous Rosenbrock stages)."""
+        self.nfev += 1
+        _, f_t = torch.func.jvp(lambda tt: self.func(tt, y.reshape(self.shape)), (t,), (torch.ones_like(t),))
+        return f_t.reshape(self.batch, self.n)
+
+    def jacobian(self, t, y: torch.Tensor) -> torch.Tensor:
+        """df/dy at (t, y) as (B, n, n); differentiable under grad mode with ``jac="autodiff"``."""
+        self.njev += 1
+        if callable(self.jac):
+            J = self.jac(t, y.reshape(self.shape))
+            if not isinstance(J, torch.Tensor) or J.numel() != self.batch * self.n * self.n:
+                got = tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__
+                raise ValueError(f"option jac must return df/dy with {self.batch * self.n * self.n} entries "
+                                 f"(batch {self.batch} x {self.n} x {self.n}), got {got}")
+            return J.reshape(self.batch, self.n, self.n).to(y.dtype)
+        if self.jac == "autodiff" and not self._probed:
+            self._probe(t, y)
+        if self.jac == "finite_difference":
+            return self._finite_difference(t, y)
+        return self._autodiff_jacobian(t, y)
+
+    def _autodiff_jacobian(self, t, y) -> torch.Tensor:
+        """Rows by one batched vector-Jacobian product (cheaper than jacrev for small n).
+        Batch elements are independent, so the cotangent e_j on every element gives row j
+        of each element's Jacobian.  Under grad mode the result stays differentiable with
+        respect to y's history and func's parameters."""
+        differentiable = torch.is_grad_enabled()
+        with torch.enable_grad():
+            v = y if (differentiable and y.requires_grad) else y.detach().requires_grad_(True)
+            out = self(t, v)
+            self.nfev -= 1
+            if not out.requires_grad:   # f does not depend on y at all
+                return torch.zeros(self.batch, self.n, self.n, dtype=y.dtype, device=y.device)
+            eye = torch.eye(self.n, dtype=y.dtype, device=y.device)[:, None, :].expand(self.n, self.batch, self.n)
+            rows = torch.autograd.grad(out, v, eye, is_grads_batched=True, create_graph=differentiable,
+                                       allow_unused=True)[0]
+        if rows is None:
+            return torch.zeros(self.batch, self.n, self.n, dtype=y.dtype, device=y.device)
+        J = rows.permute(1, 0, 2)
+        return J if differentiable else J.detach()
+
+    def _probe(self, t, y) -> None:
+        """Fall back to finite differences when autograd cannot see f's dependence on y (a
+        func that detaches its input, such as torchdiffeq's adjoint dynamics)."""
+        self._probed = True
+        with torch.enable_grad():
+            v = y.detach().requires_grad_(True)
+            out = self(t, v)
+            connected = out.requires_grad and torch.autograd.grad(
+                out, v, torch.ones_like(out), allow_unused=True)[0] is not None
+        if not connected:
+            self.jac = "finite_difference"
+
+    def _finite_difference(self, t, y) -> torch.Tensor:
+        with torch.no_grad():
+            f0 = self(t, y)
+            eps = torch.finfo(y.dtype).eps ** 0.5
+            step = eps * torch.clamp(y.abs(), min=1.0)
+            cols = []
+            for j in range(self.n):
+                e = torch.zeros_like(y)
+                e[:, j] = step[:, j]
+                cols.append((self(t, y + e) - f0) / step[:, j:j + 1])
+            return torch.stack(cols, dim=-1)

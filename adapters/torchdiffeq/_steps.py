@@ -1,0 +1,337 @@
+"""One step of a catalogue method in torch: explicit RK, implicit RK and Rosenbrock.
+
+Each stepper maps a :class:`Point` (t, y, f(t, y) and, on demand, J = df/dy) and a step
+h to :class:`Step` (the new state and a detached error estimate).  ``h`` and ``t`` are 0-d
+tensors for torchdiffeq, or (B, 1) tensors (one step per batch element) for torchode.  Coefficients come from
+the catalogue (``runge_kutta_scheme``, ``RosenbrockTableau.transformed``); scalar
+coefficients enter as Python constants, states never leave torch.
+
+Gradients are those of the discrete map.  Implicit stage equations are differentiated by
+the implicit function theorem (:class:`_ImplicitStages`): Newton runs without autograd,
+and the backward pass solves the transposed stage system with the Jacobian at the
+solution, so the gradient does not depend on how far Newton converged.  Rosenbrock
+steps are explicit given J, and J = jacrev(f) is itself differentiable, so plain
+autograd is exact for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stiffcore.catalogue import Method
+from stiffcore.catalogue.schemes import runge_kutta_scheme
+
+from ._field import VectorField
+
+MAX_NEWTON_ITER = 7         # simplified Newton (Jacobian of the step's start)
+MAX_FULL_NEWTON_ITER = 40   # the fallback with Jacobians at the iterate
+
+
+def _fmt(x) -> str:
+    """A time or step for a message: one number, or the range over a batch."""
+    x = x.detach()
+    if x.numel() == 1:
+        return f"{float(x):.6g}"
+    return f"{float(x.min()):.6g}..{float(x.max()):.6g}"
+
+
+class StepFailure(Exception):
+    """A step attempt failed (Newton divergence, non-finite values); retry with h * shrink."""
+
+    def __init__(self, message: str, shrink: float = 0.5):
+        super().__init__(message)
+        self.shrink = shrink
+
+
+class Point:
+    """A state on the (B, n) layout with f there and, computed once when first asked, J."""
+
+    def __init__(self, field: VectorField, t: torch.Tensor, y: torch.Tensor, f: torch.Tensor | None = None):
+        self.field, self.t, self.y = field, t, y
+        self.f = field(t, y) if f is None else f
+        self._jac: dict = {}
+
+    def jacobian(self, differentiable: bool) -> torch.Tensor:
+        """J at this point; ``differentiable`` keeps it in the autograd graph (Rosenbrock)."""
+        key = differentiable and torch.is_grad_enabled()
+        if key not in self._jac:
+            if key:
+                self._jac[key] = self.field.jacobian(self.t, self.y)
+            else:
+                with torch.no_grad():
+                    self._jac[key] = self.field.jacobian(self.t, self.y.detach()).detach()
+        return self._jac[key]
+
+
+@dataclass
+class Step:
+    y: torch.Tensor
+    error: torch.Tensor | None          # detached local error estimate on the (B, n) layout
+    newton_iterations: int = 0
+
+
+_WEIGHTS: dict = {}
+
+
+def _weighted(rows, vectors):
+    """sum_j rows[j] * vectors[j] (0.0 if every weight is zero).
+
+    Two or more terms become one stack and one matrix product (the weights cached as a
+    tensor on the vectors' device), which keeps the op count, and so the autograd graph,
+    small: per-op overhead dominates small stiff systems."""
+    terms = [(float(w), v) for w, v in zip(rows, vectors) if w]
+    if not terms:
+        return 0.0
+    if len(terms) == 1:
+        return terms[0][0] * terms[0][1]
+    like = terms[0][1]
+    key = (tuple(w for w, _ in terms), like.dtype, like.device)
+    weights = _WEIGHTS.get(key)
+    if weights is None:
+        weights = _WEIGHTS[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
+    return (weights @ torch.stack([v for _, v in terms]).flatten(1)).view_as(like)
+
+
+def _blockwise(h):
+    """h shaped to scale (B, rows, cols) blocks: a scalar, or one step per batch element as
+    torchode takes them (h of shape (B, 1) on the (B, n) layout)."""
+    return h.reshape(-1, 1, 1)
+
+
+def newton_matrix(a_block: torch.Tensor, h, jacobians: torch.Tensor) -> torch.Tensor:
+    """I - h (A_BB (x) J): block (i, j) is delta_ij I - h a_ij J_j, with ``jacobians`` (B, m, n, n)."""
+    batch, m, n, _ = jacobians.shape
+    blocks = a_block[None, :, None, :, None] * jacobians.permute(0, 2, 1, 3)[:, None]  # (B, m, n, m, n)
+    eye = torch.eye(m * n, dtype=jacobians.dtype, device=jacobians.device)
+    return eye - _blockwise(h) * blocks.reshape(batch, m * n, m * n)
+
+
+class _ImplicitStages(torch.autograd.Function):
+    """Zero in value, the implicit function theorem in the backward pass.
+
+    ``Y_out = Y* + _ImplicitStages.apply(G(Y*), matrix)`` with Y* the (detached) Newton
+    solution of G(Y) = 0 and G evaluated with autograd: then dY_out/dp = -M^-1 dG/dp with
+    M = dG/dY at Y*, which ``matrix()`` builds only if a backward pass happens.
+    """
+
+    @staticmethod
+    def forward(ctx, residual, matrix):
+        ctx.matrix = matrix
+        return torch.zeros_like(residual)
+
+    @staticmethod
+    def backward(ctx, grad):
+        M = ctx.matrix()
+        w = torch.linalg.solve(M.mT, grad.reshape(M.shape[0], -1, 1))
+        return -w.reshape(grad.shape), None
+
+
+class ExplicitRungeKutta:
+    """An explicit tableau (a base for the reversible scheme)."""
+
+    def __init__(self, method: Method, field: VectorField, **_):
+        self.method, self.field = method, field
+        self.scheme = runge_kutta_scheme(method)
+
+    def step(self, p: Point, h) -> Step:
+        sch = self.scheme
+        K = [p.f]
+        for i in range(1, sch.stages):
+            K.append(self.field(p.t + float(sch.c[i]) * h, p.y + h * _weighted(sch.a[i, :i], K)))
+        y1 = p.y + h * _weighted(sch.b, K)
+        error = None
+        if sch.error_weights is not None:
+            with torch.no_grad():
+                error = h * _weighted(sch.error_weights, K)
+        return Step(y1, error)
+
+
+class ImplicitRungeKutta:
+    """A diagonally or fully implicit tableau: stage blocks by simplified Newton, then the IFT."""
+
+    def __init__(self, method: Method, field: VectorField, newton_tol: float, scale, roundoff: float):
+        self.method, self.field = method, field
+        self.scheme = runge_kutta_scheme(method)
+        self.newton_tol = newton_tol
+        # converged whatever the rate once increments reach round-off (about eps / rtol in
+        # the weighted norm), where the rate is noise near 1
+        self.converged_below = max(1e-2 * newton_tol, roundoff)
+        self.scale = scale  # callable y -> atol + rtol |y|, the Newton norm's weights
+        self._consts = {}
+
+    def _tensor(self, array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        key = (array.tobytes(), array.shape, like.dtype, like.device)
+        if key not in self._consts:
+            self._consts[key] = torch.tensor(array.tolist(), dtype=like.dtype, device=like.device)
+        return self._consts[key]
+
+    def step(self, p: Point, h) -> Step:
+        sch, f = self.scheme, self.field
+        J0 = p.jacobian(differentiable=False)
+        lus: dict = {}   # Newton matrices of this attempt, shared by blocks with equal A_BB
+
+        def lu_of(a_block: np.ndarray):
+            key = a_block.tobytes()
+            if key not in lus:
+                m = a_block.shape[0]
+                A = self._tensor(a_block, p.y)
+                M = newton_matrix(A, h.detach(), J0[:, None].expand(-1, m, -1, -1))
+                lus[key] = torch.linalg.lu_factor(M)
+            return lus[key]
+
+        K: list = [None] * sch.stages
+        Y_last, iterations = None, 0
+        for block in sch.blocks:
+            idx = block.stages
+            psi = [p.y + h * _weighted(sch.a[i, :idx[0]], K[:idx[0]]) if idx[0] else p.y for i in idx]
+            if not block.implicit:
+                i = idx[0]
+                K[i] = p.f if (i == 0 and sch.c[0] == 0) else f(p.t + float(sch.c[i]) * h, psi[0])
+                Y_last = psi[0]
+                continue
+            guess = K[idx[0] - 1] if idx[0] else p.f
+            Y, its = self._newton(p, h, idx, psi, guess, lu_of(block.a_block))
+            iterations = max(iterations, its)
+            Y = self._attach_gradient(p, h, idx, psi, Y)
+            # K_B = A_BB^-1 (Y_B - psi_B) / h, the stage derivatives without new f evaluations
+            for r, i in enumerate(idx):
+                K[i] = _weighted(block.a_block_inv[r], [(Y[k] - psi[k]) / h for k in range(len(idx))])
+            Y_last = Y[-1]
+        y1 = Y_last if sch.solution_is_last_stage else p.y + h * _weighted(sch.b, K)
+        return Step(y1, self._error(p, h, K, lu_of), iterations)
+
+    def _newton(self, p, h, idx, psi, guess, lu):
+        """Y_i = psi_i + h sum_j a_ij f(Y_j), i, j in the block: simplified Newton with the
+        step's Jacobian; if that stalls, full Newton (Jacobians at the iterate) from the
+        same guess, which rescues large fixed steps."""
+        try:
+            return self._iterate(p, h, idx, psi, guess, lambda Y: lu, MAX_NEWTON_ITER)
+        except StepFailure as failure:
+            if failure.shrink < 0.5:   # non-finite values: a smaller step, not more Newton
+                raise
+        times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in idx]
+        A = self._tensor(self.scheme.a[np.ix_(idx, idx)], p.y)
+        return self._iterate(p, h, idx, psi, torch.zeros_like(guess),
+                             lambda Y: torch.linalg.lu_factor(self._exact_matrix(A, h, times, Y.unbind(1))),
+                             MAX_FULL_NEWTON_ITER, patient=True)
+
+    def _iterate(self, p, h, idx, psi, guess, matrix_lu, max_iter, patient=False):
+        sch, f = self.scheme, self.field
+        t = p.t.detach()
+        with torch.no_grad():
+            psi = torch.stack([v.detach() for v in psi], dim=1)                  # (B, m, n)
+            A = self._tensor(sch.a[np.ix_(idx, idx)], p.y)
+            hb = _blockwise(h.detach())
+            Y = psi + hb * A.sum(1)[None, :, None] * guess.detach()[:, None]
+            weights = 1.0 / self.scale(p.y.detach())[:, None]
+            previous = None
+            for k in range(max_iter):
+                F = torch.stack([f(t + float(sch.c[i]) * h.detach(), Y[:, r]) for r, i in enumerate(idx)], dim=1)
+                G = Y - psi - hb * torch.matmul(A, F)
+                dY = -torch.linalg.lu_solve(*matrix_lu(Y), G.reshape(G.shape[0], -1, 1)).reshape(G.shape)
+                norm = torch.sqrt(torch.mean((dY * weights) ** 2))
+                if not torch.isfinite(norm):
+                    raise StepFailure(f"non-finite values in the Newton iteration at t = {_fmt(p.t)}", 0.25)
+                Y = Y + dY
+                if norm <= self.converged_below:
+                    return list(Y.unbind(1)), k + 1
+                if patient:
+                    # full Newton: done at round-off, seen as an increment that stops shrinking
+                    # far below the solution (the weighted norm cannot see it for components
+                    # far below atol)
+                    size, scale = dY.abs().max(), Y.abs().max()
+                    if size <= 4 * torch.finfo(Y.dtype).eps * scale or (
+                            previous is not None and size > 0.5 * previous_size and size <= 1e-10 * scale):
+                        return list(Y.unbind(1)), k + 1
+                    previous_size = size
+                if previous is not None:
+                    rate = norm / previous
+                    if not patient and (rate >= 1 or rate ** (max_iter - k) / (1 - rate) * norm > self.newton_tol):
+                        break
+                    if rate < 1 and rate / (1 - rate) * norm < self.newton_tol:
+                        return list(Y.unbind(1)), k + 1
+                previous = norm
+        raise StepFailure(f"Newton iteration did not converge at t = {_fmt(p.t)} with h = {_fmt(h)}")
+
+    def _exact_matrix(self, A, h, times, Y):
+        """dG/dY at the stage states Y: block (i, j) = delta_ij I - h a_ij J(Y_j)."""
+        with torch.no_grad():
+            Js = torch.stack([self.field.jacobian(t.detach(), y.detach()) for t, y in zip(times, Y)], dim=1)
+            return newton_matrix(A, h.detach(), Js)
+
+    def _attach_gradient(self, p, h, idx, psi, Y):
+        """Y out of Newton, carrying dY/d(psi, parameters) by the implicit function theorem."""
+        if not torch.is_grad_enabled():
+            return Y
+        sch, f = self.scheme, self.field
+        A = sch.a[np.ix_(idx, idx)]
+        times = [p.t + float(sch.c[i]) * h for i in idx]
+        F = [f(t, y) for t, y in zip(times, Y)]
+        if not any(v.requires_grad for v in (*F, *psi)):
+            return Y
+        G = torch.stack([Y[r] - psi[r] - h * _weighted(A[r], F) for r in range(len(idx))], dim=1)
+        matrix = lambda: self._exact_matrix(self._tensor(A, Y[0]), h, times, Y)  # noqa: E731
+        Y_out = torch.stack(Y, dim=1) + _ImplicitStages.apply(G, matrix)
+        return list(Y_out.unbind(1))
+
+    def _error(self, p, h, K, lu_of):
+        sch = self.scheme
+        if sch.error_weights is None:
+            return None
+        with torch.no_grad():
+            h = h.detach()
+            err = h * _weighted(sch.error_weights, [k.detach() for k in K])
+            if sch.error_b0:
+                err = err - (h * float(sch.error_b0)) * p.f.detach()
+            if sch.error_filter:
+                lu = lu_of(np.array([[sch.error_filter]]))
+                err = torch.linalg.lu_solve(*lu, err[..., None])[..., 0]
+        return err
+
+
+class Rosenbrock:
+    """A Rosenbrock method in the transformed form of Hairer & Wanner (IV.7, eq. 7.25)."""
+
+    def __init__(self, method: Method, field: VectorField, autonomous: bool = False, **_):
+        self.method, self.field = method, field
+        tab = method.coefficients
+        self.a, self.C, self.m, m_hat = tab.transformed()
+        self.error_weights = None if m_hat is None else self.m - m_hat
+        self.gamma, self.c, self.d = tab.gamma_diag, tab.c, tab.d
+        self.autonomous = autonomous
+
+    def step(self, p: Point, h) -> Step:
+        f = self.field
+        J = p.jacobian(differentiable=True)
+        eye = torch.eye(f.n, dtype=p.y.dtype, device=p.y.device)
+        lu = torch.linalg.lu_factor(eye / (_blockwise(h) * float(self.gamma)) - J)
+        f_t = None
+        if not self.autonomous and np.any(self.d) and f.depends_on_time(p.t, p.y):
+            f_t = f.time_derivative(p.t, p.y)
+        k: list = []
+        for i in range(self.c.size):
+            stage_f = p.f if i == 0 else f(p.t + float(self.c[i]) * h, p.y + _weighted(self.a[i, :i], k))
+            rhs = stage_f if i == 0 else stage_f + _weighted(self.C[i, :i], k) / h
+            if f_t is not None and self.d[i]:
+                rhs = rhs + (h * float(self.d[i])) * f_t
+            k.append(torch.linalg.lu_solve(*lu, rhs[..., None])[..., 0])
+        y1 = p.y + _weighted(self.m, k)
+        error = None
+        if self.error_weights is not None:
+            with torch.no_grad():
+                error = _weighted(self.error_weights, [v.detach() for v in k])
+        return Step(y1, error)
+
+
+def stepper(method: Method, field: VectorField, newton_tol: float, scale, roundoff: float, autonomous: bool):
+    """The stepper of a one-step catalogue method; ``roundoff`` is the Newton norm's floor."""
+    if method.family == "rosenbrock":
+        return Rosenbrock(method, field, autonomous=autonomous)
+    if method.family == "explicit":
+        return ExplicitRungeKutta(method, field)
+    if method.family in ("diagonally_implicit", "fully_implicit"):
+        return ImplicitRungeKutta(method, field, newton_tol, scale, roundoff)
+    raise ValueError(f"{method.id!r} is a {method.family} method; torch steppers are one-step methods only")

@@ -1,0 +1,116 @@
+"""The torch backend's announcement to stiffcore's plugin registry (entry point ``torch``).
+
+Free of torch imports at module level so discovery stays cheap.  Every gradient here is
+torch autograd through ``torchdiffeq.odeint`` with this adapter's methods: the discrete
+map's own derivative (implicit stages by the implicit function theorem).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from stiffcore.catalogue import method_ids
+from stiffcore.plugins import Backend, hookimpl
+
+METHODS = tuple(method_ids(one_step=True, implicit=True))
+REVERSIBLE_BASES = tuple(method_ids(one_step=True))
+
+
+def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int):
+    import torch
+    from torchdiffeq import odeint
+
+    from . import register
+
+    register()
+    z = np.asarray(z, dtype=float)
+    out = np.empty(z.shape)
+    t = torch.tensor([0.0, n_steps * h], dtype=torch.float64)
+    for idx, zi in np.ndenumerate(z):
+        lam = torch.tensor(zi / h, dtype=torch.float64, requires_grad=True)
+        ys = odeint(lambda s, y: lam * y, torch.tensor([float(y0)], dtype=torch.float64), t, method=method_id,
+                    rtol=1e-10, atol=1e-14, options={"step_size": h, "newton_tol": 1e-9})
+        out[idx] = torch.autograd.grad(ys[-1, 0], lam)[0].item()
+    return out
+
+
+def one_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0):
+    """d y_1 / d lambda for one step on y' = lambda y."""
+    return _linear_gradient(method_id, z, h, y0, 1)
+
+
+def n_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_steps: int = 10):
+    """d y_N / d lambda after ``n_steps`` fixed steps on y' = lambda y."""
+    return _linear_gradient(method_id, z, h, y0, n_steps)
+
+
+def reversible_run(base_id: str, z: float, h: float, y0: float, n_steps: int, coupling: float,
+                   perturbation: float = 0.0) -> dict:
+    """Forward n reversible steps on y' = lambda y (gradient by autograd), then rebuild y0 from
+    y_n * (1 + perturbation) with the backward steps the memory-flat backward pass uses."""
+    import torch
+
+    from stiffcore.reversible import reversible_step_back
+
+    from .reversible import ReversibleSolver
+
+    lam = torch.tensor(z / h, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # unstable configurations are measured on purpose
+        solver = ReversibleSolver(lambda s, y: lam * y, torch.tensor([float(y0)], dtype=torch.float64),
+                                  step_size=h, base=base_id, coupling=coupling)
+        solver.recording = True
+        ys = solver.integrate(torch.tensor([0.0, n_steps * h], dtype=torch.float64))
+    dy = torch.autograd.grad(ys[-1, 0], lam)[0].item()
+    times = solver.step_times()
+    with torch.no_grad():
+        y = solver.final_state.y.detach() * (1 + perturbation)
+        w = solver.final_state.z.detach()
+        for k in range(times.numel() - 1, 0, -1):
+            y, w = reversible_step_back(solver._base_step, times[k - 1], times[k], y, w, solver.coupling)
+    return dict(y_n=ys[-1, 0].item(), y0_rebuilt=y.reshape(-1)[0].item(), dy_dlambda=dy)
+
+
+def rober_gradient(method_id: str, times, steps=None, rtol=None):
+    """d/d(log k) of sum(y(times)^2) on ROBER, on the step grid ``steps`` or adaptively at ``rtol``."""
+    import torch
+    from torchdiffeq import odeint
+
+    from stiffcore.problems import ROBER
+
+    from . import register
+
+    register()
+    rober = ROBER.log_parameterised()
+    logk = torch.tensor(rober.params, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor(rober.y0, dtype=torch.float64)
+    times = np.asarray(times, dtype=float)
+    if steps is not None:
+        grid = np.asarray(steps, dtype=float)
+        t = torch.tensor(grid, dtype=torch.float64)
+        # one step per grid interval, stage equations solved to round-off (tolerances only scale Newton's norm)
+        ys = odeint(lambda s, y: rober.rhs(s, y, logk), y0, t, method=method_id, rtol=1e-10, atol=1e-14,
+                    options={"step_size": float(np.max(np.diff(grid))) * 2, "newton_tol": 1e-9})
+        ys = ys[torch.as_tensor(np.searchsorted(grid, times))]
+    else:
+        t = torch.tensor(np.concatenate([[0.0], times]), dtype=torch.float64)
+        ys = odeint(lambda s, y: rober.rhs(s, y, logk), y0, t, method=method_id, rtol=rtol, atol=rtol * 1e-4)[1:]
+    return torch.autograd.grad((ys**2).sum(), logk)[0].numpy()
+
+
+def install() -> None:
+    from . import register
+
+    register()
+
+
+@hookimpl
+def stiffcore_backend() -> Backend:
+    return Backend(
+        name="torch", methods=METHODS, one_step_gradient=one_step_gradient, install=install,
+        n_step_gradient=n_step_gradient, reversible_run=reversible_run, rober_gradient=rober_gradient,
+        reversible_bases=REVERSIBLE_BASES, requires=("torch", "torchdiffeq"),
+        description="torchdiffeq.odeint method strings, gradients by autograd (implicit stages by the IFT)",
+    )

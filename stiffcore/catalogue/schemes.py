@@ -1,0 +1,102 @@
+"""How adapters step a Runge-Kutta tableau, derived once from the coefficients.
+
+Every array framework (torch, JAX) steps an implicit Runge-Kutta method the same way:
+stages are solved in blocks (a fully implicit method is one block, a DIRK method one
+block per stage, an explicit stage is evaluated directly), each implicit block by
+simplified Newton on the stage states ``Y_B = psi_B + h A_BB f(Y_B)`` with the matrix
+``I - h A_BB (x) J``; the stage derivatives follow as ``K_B = A_BB^-1 (Y_B - psi_B) / h``.
+The solution is the last stage state when the method is stiffly accurate (no
+cancellation when |h lambda| is large), else ``y0 + h b.K``.  The error estimate
+``h (b - b^).K - h b0 f0`` is filtered with ``(I - h gamma J)^-1`` where ``gamma`` is b0
+(Radau IIA, Hairer & Wanner IV.8 eq. 8.20) or the last diagonal entry of a stiffly
+accurate DIRK (Hosea & Shampine 1996), so stiff components are not overestimated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+from .method import Method
+from .tableau import ButcherTableau
+
+
+@dataclass(frozen=True)
+class StageBlock:
+    """Stages solved together; ``a_block`` is A restricted to them (zero for an explicit stage)."""
+
+    stages: tuple[int, ...]
+    a_block: np.ndarray
+    a_block_inv: np.ndarray | None     # None for an explicit stage
+
+    @property
+    def implicit(self) -> bool:
+        return self.a_block_inv is not None
+
+
+@dataclass(frozen=True)
+class RungeKuttaScheme:
+    """A Runge-Kutta tableau in the form the torch and JAX adapters step (module docstring)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    blocks: tuple[StageBlock, ...]
+    solution_is_last_stage: bool
+    error_weights: np.ndarray | None    # b - b^ (None: no embedded method)
+    error_b0: float                     # the embedded method's weight on f(t0, y0)
+    error_filter: float                 # gamma of (I - h gamma J)^-1 applied to the estimate; 0: none
+
+    @property
+    def stages(self) -> int:
+        return self.b.size
+
+
+_SCHEMES: dict[str, RungeKuttaScheme] = {}
+
+
+def runge_kutta_scheme(method: str | Method) -> RungeKuttaScheme:
+    """The stepping scheme of a Runge-Kutta catalogue method (explicit or implicit), cached by id."""
+    from . import get_method
+
+    method = get_method(method)
+    if method.id not in _SCHEMES:
+        _SCHEMES[method.id] = _build(method)
+    return _SCHEMES[method.id]
+
+
+def _build(method: Method) -> RungeKuttaScheme:
+    tab = method.coefficients
+    if not isinstance(tab, ButcherTableau):
+        raise ValueError(f"{method.id!r} is a {method.family} method, not a Runge-Kutta tableau")
+    a, s = tab.a, tab.stages
+    if method.family == "fully_implicit":
+        groups = [tuple(range(s))]
+    else:
+        groups = [(i,) for i in range(s)]
+    blocks = []
+    for stages in groups:
+        idx = np.array(stages)
+        a_block = a[np.ix_(idx, idx)].copy()
+        a_block.setflags(write=False)
+        inv = None
+        if np.any(a_block):
+            if abs(np.linalg.det(a_block)) < 1e-12:
+                raise ValueError(f"{method.id!r}: the implicit stage block {stages} has a singular matrix")
+            inv = np.linalg.inv(a_block)
+            inv.setflags(write=False)
+        blocks.append(StageBlock(stages, a_block, inv))
+    last_implicit = bool(a[-1, -1] != 0)
+    error_weights, gamma = None, 0.0
+    if tab.b_embedded is not None:
+        error_weights = tab.b - tab.b_embedded
+        error_weights.setflags(write=False)
+        if tab.b0_embedded:
+            gamma = float(tab.b0_embedded)
+        elif method.family == "diagonally_implicit" and tab.is_stiffly_accurate and last_implicit:
+            gamma = float(a[-1, -1])
+    return RungeKuttaScheme(
+        a=a, b=tab.b, c=tab.c, blocks=tuple(blocks),
+        solution_is_last_stage=tab.is_stiffly_accurate and last_implicit,
+        error_weights=error_weights, error_b0=float(tab.b0_embedded), error_filter=gamma,
+    )

@@ -1,0 +1,305 @@
+"""The torchdiffeq adapter: method strings, exact discrete gradients, reversible backprop."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchdiffeq = pytest.importorskip("torchdiffeq")
+
+from torchdiffeq import odeint, odeint_adjoint  # noqa: E402
+
+import stiffcore.adapters.torchdiffeq as adapter  # noqa: E402
+from stiffcore import one_step_gradient as predicted_one_step  # noqa: E402
+from stiffcore.adapters.torchdiffeq import backend, odeint_reversible  # noqa: E402
+from stiffcore.problems import ROBER  # noqa: E402
+
+F64 = torch.float64
+EPS = np.finfo(float).eps
+LOG_ROBER = ROBER.log_parameterised()
+T_ROBER = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-5, 5, 20, dtype=F64)])
+
+
+def rober(logk):
+    def f(t, y):
+        k1, k2, k3 = logk.exp().unbind()
+        a, b, c = y.unbind(-1)
+        r1, r2, r3 = k1 * a, k2 * b * b, k3 * b * c
+        return torch.stack([-r1 + r3, r1 - r2 - r3, r2], -1)
+    return f
+
+
+def mlp(width=16, dim=2, seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(dim, width), torch.nn.Tanh(), torch.nn.Linear(width, dim)).double()
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, t, y):
+            return self.net(y) - y
+
+    return Field()
+
+
+# --- registration ------------------------------------------------------------------------
+def test_every_implicit_one_step_id_is_a_torchdiffeq_method_and_its_own_names_stay():
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.dopri5 import Dopri5Solver
+
+    for name in (*adapter.SOLVER_IDS, "reversible"):
+        assert SOLVERS[name] is adapter.SOLVERS[name]
+    assert SOLVERS["dopri5"] is Dopri5Solver and SOLVERS["rk4"].__module__.startswith("torchdiffeq")
+    assert len(adapter.SOLVER_IDS) == 17 and "rodas5p" in adapter.SOLVER_IDS
+    assert adapter.register() == []  # idempotent
+
+
+# --- exact gradients of the discrete map ------------------------------------------------------
+@pytest.mark.parametrize("method", adapter.SOLVER_IDS)
+def test_one_step_gradient_is_h_R_prime_z_y0(method):
+    """1e-10 relative, widened to 10 eps |z| where the method itself forms R(z) = O(1/z) from
+    O(1) stage values (the conformance suite's float64 floor)."""
+    z = -(10.0 ** np.arange(-2, 8.01, 1.0))
+    got = backend.one_step_gradient(method, z, h=0.5, y0=2.0)
+    want = predicted_one_step(method, z, h=0.5, y0=2.0)
+    assert np.all(np.abs(got - want) <= np.maximum(1e-10, 10 * EPS * np.abs(z)) * np.abs(want))
+
+
+def test_implicit_gradient_does_not_depend_on_how_far_newton_converged():
+    """Backward Euler on y' = -p y^3: the gradient equals h f_p / (1 - h f_y) at the returned y1,
+    however loosely Newton solved for it."""
+    for newton_tol in (3e-2, 1e-9):
+        p = torch.tensor(50.0, dtype=F64, requires_grad=True)
+        ys = odeint(lambda t, y: -p * y**3, torch.tensor([1.0], dtype=F64), torch.tensor([0.0, 0.3], dtype=F64),
+                    method="backward_euler", options={"step_size": 0.3, "newton_tol": newton_tol})
+        y1 = ys[-1, 0]
+        g = torch.autograd.grad(y1, p)[0].item()
+        y, h = y1.item(), 0.3
+        exact = h * (-y**3) / (1 + h * 3 * p.item() * y**2)
+        assert g == pytest.approx(exact, rel=1e-13)
+
+
+def test_rober_solution_and_log_k_gradient_match_scipy():
+    from stiffcore.adapters.scipy.backend import rober_gradient as scipy_gradient
+
+    times = np.logspace(-5, 5, 20)
+    want = scipy_gradient("rodas5p", times, rtol=1e-10)
+    for method in ("rodas5p", "radau_iia5", "kvaerno5"):
+        logk = torch.tensor(LOG_ROBER.params, dtype=F64, requires_grad=True)
+        ys = odeint(rober(logk), torch.tensor(ROBER.y0, dtype=F64), T_ROBER, method=method, rtol=1e-8, atol=1e-12)
+        ref = ROBER.reference[1]
+        assert np.all(np.abs(ys[-1].detach().numpy() - ref) <= 10 * (1e-8 * np.abs(ref) + 1e-12)), method
+        g = torch.autograd.grad((ys[1:] ** 2).sum(), logk)[0].numpy()
+        assert np.allclose(g, want, rtol=1e-5), (method, g, want)
+
+
+def test_fixed_steps_land_on_outputs_and_follow_R_z():
+    """Each output interval is split into the fewest equal steps no longer than step_size."""
+    from stiffcore import get_method
+
+    R = get_method("radau_iia5").stability
+    lam = -3.0
+    t = torch.tensor([0.0, 0.25, 1.0], dtype=F64)  # 3 steps of 1/12, then 8 steps of 0.09375
+    ys = odeint(lambda s, y: lam * y, torch.tensor([1.0], dtype=F64), t, method="radau_iia5",
+                options={"step_size": 0.1})
+    assert ys[1, 0].item() == pytest.approx(R(lam / 12) ** 3, rel=1e-13)
+    assert ys[2, 0].item() == pytest.approx(R(lam / 12) ** 3 * R(lam * 0.09375) ** 8, rel=1e-13)
+
+
+def test_non_autonomous_rosenbrock_uses_df_dt():
+    """y' = cos(t) y: Rodas5P at rtol 1e-8 matches exp(sin t)."""
+    t = torch.linspace(0, 5, 6, dtype=F64)
+    ys = odeint(lambda s, y: torch.cos(s) * y, torch.tensor([1.0], dtype=F64), t, method="rodas5p",
+                rtol=1e-9, atol=1e-12)
+    assert np.allclose(ys[:, 0].numpy(), np.exp(np.sin(t.numpy())), rtol=1e-7)
+
+
+# --- torchdiffeq conventions -------------------------------------------------------------------
+def test_float32_batch_and_module_parameters():
+    f = mlp()
+    y0 = torch.randn(4, 2, dtype=F64)
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    batched = odeint(f, y0, t, method="kvaerno4", rtol=1e-8, atol=1e-10, options={"batch_dims": 1})
+    assert batched.shape == (5, 4, 2)
+    single = torch.stack([odeint(f, y0[i], t, method="kvaerno4", rtol=1e-8, atol=1e-10)[:, :] for i in range(4)], 1)
+    assert torch.allclose(batched, single, rtol=1e-6, atol=1e-8)
+    # the same batch as one coupled system (default) agrees too
+    assert torch.allclose(odeint(f, y0, t, method="kvaerno4", rtol=1e-8, atol=1e-10), single, rtol=1e-6, atol=1e-8)
+    loss = batched.pow(2).sum()
+    grads = torch.autograd.grad(loss, list(f.parameters()))
+    assert all(g is not None and torch.all(torch.isfinite(g)) for g in grads)
+    f32 = mlp().float()
+    out = odeint(f32, y0.float(), t.float(), method="rodas5p", rtol=1e-4, atol=1e-6)
+    assert out.dtype == torch.float32 and torch.allclose(out.double(), single, rtol=1e-3, atol=1e-4)
+
+
+def test_parameter_gradient_matches_finite_differences():
+    f = mlp(width=8)
+    y0 = torch.tensor([0.5, -0.3], dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    opts = {"step_size": 0.05}
+    loss = odeint(f, y0, t, method="radau_iia5", rtol=1e-12, atol=1e-14, options=opts).pow(2).sum()
+    w = f.net[0].weight
+    g = torch.autograd.grad(loss, w)[0][0, 0].item()
+    with torch.no_grad():
+        vals = []
+        for d in (1e-6, -1e-6):
+            w[0, 0] += d
+            vals.append(odeint(f, y0, t, method="radau_iia5", rtol=1e-12, atol=1e-14, options=opts).pow(2).sum().item())
+            w[0, 0] -= d
+    assert g == pytest.approx((vals[0] - vals[1]) / 2e-6, rel=1e-6)
+
+
+def test_user_jacobian_and_finite_difference_jacobian_agree_with_autodiff():
+    logk = torch.tensor(LOG_ROBER.params, dtype=F64)
+    f = rober(logk)
+
+    def jac(t, y):
+        k1, k2, k3 = logk.exp().unbind()
+        a, b, c = y.unbind()
+        z = torch.zeros((), dtype=F64)
+        return torch.stack([torch.stack([-k1, k3 * c, k3 * b]), torch.stack([k1, -2 * k2 * b - k3 * c, -k3 * b]),
+                            torch.stack([z, 2 * k2 * b, z])])
+
+    y0 = torch.tensor(ROBER.y0, dtype=F64)
+    base = odeint(f, y0, T_ROBER, method="rodas5p", rtol=1e-6, atol=1e-10)
+    for option in (jac, "finite_difference"):
+        other = odeint(f, y0, T_ROBER, method="rodas5p", rtol=1e-6, atol=1e-10, options={"jac": option})
+        assert torch.allclose(other, base, rtol=1e-4, atol=1e-9)
+
+
+def test_decreasing_time_and_odeint_adjoint_run():
+    f = mlp(width=8)
+    y0 = torch.tensor([0.5, -0.3], dtype=F64)
+    back = odeint(f, y0, torch.tensor([1.0, 0.0], dtype=F64), method="radau_iia5", rtol=1e-9, atol=1e-11)
+    fwd = odeint(f, back[-1], torch.tensor([0.0, 1.0], dtype=F64), method="radau_iia5", rtol=1e-9, atol=1e-11)
+    assert torch.allclose(fwd[-1], y0, atol=1e-7)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    direct = torch.autograd.grad(odeint(f, y0, t, method="rodas5p", rtol=1e-10, atol=1e-12).pow(2).sum(),
+                                 list(f.parameters()))
+    adj = torch.autograd.grad(odeint_adjoint(f, y0, t, method="rodas5p", rtol=1e-10, atol=1e-12).pow(2).sum(),
+                              list(f.parameters()))
+    for a, b in zip(adj, direct):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+# --- the reversible method ---------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:.*grows by")  # z ~ -0.02: inside the band, rightly warned
+@pytest.mark.parametrize("base", ["rk4", "backward_euler", "kvaerno5"])
+def test_reversible_backward_pass_equals_direct_backprop(base):
+    f = mlp(width=8)
+    y0 = torch.tensor([0.5, -0.3], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    opts = {"base": base, "coupling": 0.999, "step_size": 0.02}
+    params = [y0, *f.parameters()]
+    direct = odeint(f, y0, t, method="reversible", rtol=1e-12, atol=1e-14, options=opts)
+    flat = odeint_reversible(f, y0, t, rtol=1e-12, atol=1e-14, options=opts)
+    assert torch.allclose(flat, direct, rtol=0, atol=1e-14)
+    weights = torch.arange(1.0, 7.0, dtype=F64).reshape(3, 2)
+    g_direct = torch.autograd.grad((weights * direct).sum(), params)
+    g_flat = torch.autograd.grad((weights * flat).sum(), params)
+    for a, b in zip(g_flat, g_direct):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_reversible_reconstruction_after_1000_steps():
+    """backward_euler base, coupling 0.999: z <= -1.2 and |z| <= 1e-3 are reconstruction-stable."""
+    for z in (-1e-3, -1e-4, -1.2, -5.0, -1e3):
+        run = backend.reversible_run("backward_euler", z, 0.1, 1.0, 1000, 0.999)
+        assert abs(run["y0_rebuilt"] - 1.0) <= 1e-12, z
+
+
+def test_reversible_warns_where_the_core_predicts_growth():
+    with pytest.warns(RuntimeWarning, match="grows by"):
+        odeint(lambda t, y: -5.0 * y, torch.tensor([1.0], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="reversible", options={"step_size": 0.1})  # z = -0.5: inside the unstable band
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        odeint(lambda t, y: -50.0 * y, torch.tensor([1.0], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="reversible", options={"step_size": 0.1})  # z = -5: stable
+
+
+@pytest.mark.filterwarnings("ignore:.*grows by")
+def test_reversible_memory_does_not_grow_with_steps():
+    """The autograd graph of odeint_reversible holds no per-step tensors: the saved state is
+    the outputs plus one time per step."""
+    f = mlp(width=32)
+    y0 = torch.tensor([0.5, -0.3], dtype=F64)
+    sizes = []
+    for n in (100, 1000):
+        out = odeint_reversible(f, y0, torch.tensor([0.0, 1.0], dtype=F64),
+                                options={"base": "rk4", "step_size": 1.0 / n})
+        ctx = out.grad_fn
+        sizes.append(ctx.times.numel())
+        assert ctx.final[0].numel() == 2
+    assert sizes == [101, 1001]
+
+
+# --- errors --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(method="rodas5p", options={"stepsize": 0.1}), ValueError, "unknown option"),
+    (dict(method="reversible", options={"coupling": 1.5, "step_size": 0.1}), ValueError, "strictly between 0 and 1"),
+    (dict(method="reversible", options={"base": "bdf2", "step_size": 0.1}), ValueError, "one-step"),
+    (dict(method="reversible", options={"base": "radau5", "step_size": 0.1}), ValueError, "Did you mean"),
+    (dict(method="gauss_legendre4"), ValueError, "no embedded error estimate"),
+    (dict(method="rodas5p", options={"max_num_steps": 3}), RuntimeError, "max_num_steps"),
+    (dict(method="rodas5p", options={"batch_dims": 3}), ValueError, "batch_dims"),
+    (dict(method="rodas5p", options={"jac": "numerical"}), ValueError, "option jac"),
+    (dict(method="rodas5p", options={"step_size": -1.0}), ValueError, "step_size"),
+])
+def test_bad_options_raise_clear_errors(kwargs, error, match):
+    f = rober(torch.tensor(LOG_ROBER.params, dtype=F64))
+    with pytest.raises(error, match=match):
+        odeint(f, torch.tensor(ROBER.y0, dtype=F64), T_ROBER, **kwargs)
+
+
+def test_non_finite_state_dtype_mismatch_and_events_are_reported():
+    y0 = torch.tensor([1.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(FloatingPointError, match=r"NaN or inf at t = 0"):
+        odeint(lambda s, y: y * float("nan"), y0, t, method="radau_iia5")
+    with pytest.raises(FloatingPointError, match="from t = 0.25 to 0.5"):
+        odeint(lambda s, y: -y / torch.relu(0.5 - s), y0, t, method="backward_euler", options={"step_size": 0.25})
+    with pytest.raises(FloatingPointError, match="underflow at t = 0.3"):
+        odeint(lambda s, y: -y / torch.relu(0.3 - s), y0, t, method="rodas5p")
+    with pytest.raises(TypeError, match="dtype"):
+        odeint(lambda s, y: -y, y0, t.float(), method="rodas5p")
+    with pytest.raises(NotImplementedError, match="event_fn"):
+        odeint(lambda s, y: -y, y0, t, method="rodas5p", event_fn=lambda s, y: y[0] - 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        odeint(lambda s, y: torch.zeros(3, dtype=F64), y0, t, method="rodas5p")
+    with pytest.raises(ValueError, match="method='reversible'"):
+        odeint_reversible(lambda s, y: -y, y0, t, method="rodas5p")
+
+
+# --- torchode --------------------------------------------------------------------------------------
+def test_torchode_gets_the_adaptive_methods_with_per_instance_steps():
+    torchode = pytest.importorskip("torchode")
+    from stiffcore.adapters.torchdiffeq.torchode import StiffMethod, register
+
+    assert "radau_iia5" in register() and "gauss_legendre4" not in register()
+    logk = torch.tensor(LOG_ROBER.params, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([ROBER.y0, ROBER.y0], dtype=F64)
+    t_eval = torch.stack([T_ROBER, T_ROBER / 10])  # the two instances step independently
+    term = torchode.ODETerm(rober(logk))
+    solver = torchode.AutoDiffAdjoint(StiffMethod(term, "rodas5p", rtol=1e-8, atol=1e-12),
+                                      torchode.IntegralController(atol=1e-12, rtol=1e-8, term=term))
+    sol = solver.solve(torchode.InitialValueProblem(y0=y0, t_eval=t_eval))
+    assert sol.status.tolist() == [0, 0]
+    ref = ROBER.reference[1]
+    assert np.allclose(sol.ys[0, -1].detach().numpy(), ref, rtol=1e-5, atol=1e-12)
+    # torchode interpolates linearly between steps: compare where a step lands, the end
+    direct = odeint(rober(logk), torch.tensor(ROBER.y0, dtype=F64), T_ROBER / 10, method="rodas5p", rtol=1e-10,
+                    atol=1e-14)
+    assert torch.allclose(sol.ys[1, -1], direct[-1], rtol=1e-5, atol=1e-12)
+    g = torch.autograd.grad(sol.ys[0, -1].pow(2).sum(), logk)[0]
+    want = torch.autograd.grad(odeint(rober(logk), torch.tensor(ROBER.y0, dtype=F64), T_ROBER, method="rodas5p",
+                                      rtol=1e-10, atol=1e-14)[-1].pow(2).sum(), logk)[0]
+    assert torch.allclose(g, want, rtol=1e-4)
+    plain = torchode.solve_ivp(rober(logk.detach()), y0, t_eval, method="radau_iia5")
+    assert plain.status.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="no error estimate"):
+        StiffMethod(term, "gauss_legendre4")
