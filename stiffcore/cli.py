@@ -126,29 +126,32 @@ def cmd_conformance(args) -> int:
     return 0 if report.passed else 1
 
 
+#: where each backend's ``diagnose_problem(problem, method, rtol, times)`` lives
+DIAGNOSE = {"scipy": "stiffcore.adapters.scipy.sensitivity", "torch": "stiffcore.adapters.torchdiffeq.diagnose",
+            "jax": "stiffcore.adapters.diffrax.diagnose"}
+
+
 def cmd_diagnose(args) -> int:
+    import importlib
+
     from .problems import get_problem
 
     problem = get_problem(args.problem)
-    if args.backend != "scipy":
-        raise ValueError(f"backend {args.backend!r} has no diagnose() yet; available: scipy")
-    from stiffcore.adapters.scipy import diagnose, solve_ivp_sensitivity
-
-    opts = dict(method=args.method, jac=problem.jac, jac_p=problem.jac_p, rtol=args.rtol, atol=args.rtol * 1e-4)
-    report = diagnose(problem.rhs, problem.t_span, problem.y0, problem.params, param_names=problem.param_names,
-                      **opts)
-    print(report.table())
+    if args.backend not in DIAGNOSE:
+        raise ValueError(f"backend {args.backend!r} has no diagnose(); available: {', '.join(DIAGNOSE)}")
     # what the gradients actually are: d/dp and d/dlog p of sum(y(t)^2) at log-spaced outputs
     t0, t1 = problem.t_span
     times = np.logspace(np.log10(max(t1 * 1e-10, 1e-5)), np.log10(t1), 50)
-    res = solve_ivp_sensitivity(problem.rhs, problem.t_span, problem.y0, problem.params, t_eval=times,
-                                mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y, **opts)
-    print("\nMeasured gradient of sum(y(t)^2) at 50 log-spaced times:")
+    collect = importlib.import_module(DIAGNOSE[args.backend]).diagnose_problem
+    report, grad = collect(problem, args.method, args.rtol, times)
+    print(report.table())
+    print(f"\nMeasured gradient of sum(y(t)^2) at 50 log-spaced times ({args.backend}):")
     print(table(["parameter", "d/dp", "d/dlog p"],
-                [[n, float(g), float(g * k)] for n, g, k in zip(problem.param_names, res.grad, problem.params)]))
+                [[n, float(g), float(g * k)] for n, g, k in zip(problem.param_names, grad, problem.params)]))
     if args.plot:
-        measured = {n: float(np.log10(abs(g * k) / max(abs(res.grad * problem.params)))) if g else float("nan")
-                    for n, g, k in zip(problem.param_names, res.grad, problem.params)}
+        scale = max(abs(grad * problem.params))
+        measured = {n: float(np.log10(abs(g * k) / scale)) if g else float("nan")
+                    for n, g, k in zip(problem.param_names, grad, problem.params)}
         print(f"wrote {report.plot(args.plot, measured)}", file=sys.stderr)
     return 0
 
@@ -185,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagnose", help="stiffness and gradient-attenuation report for a test problem")
     p.add_argument("problem", help="rober, pollu or vanderpol")
-    p.add_argument("--backend", default="scipy", help="backend that solves (default: %(default)s)")
+    p.add_argument("--backend", default="scipy", choices=["scipy", "torch", "jax"],
+                   help="backend that solves (default: %(default)s)")
     p.add_argument("--method", default="RadauIIA5", help="solver (default: %(default)s)")
     p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance; atol = 1e-4 rtol")
     p.add_argument("--plot", default="stiffcore-diagnose.png", help="PNG path (default: %(default)s)")

@@ -1,5 +1,7 @@
 """Gradient diagnostics: stiffness, per-parameter attenuation and advice."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -106,4 +108,39 @@ def test_scipy_collects_the_inputs_on_rober(capsys):
     assert main(["diagnose", "rober", "--no-plot", "--rtol", "1e-5"]) == 0
     out = capsys.readouterr().out
     assert "d/dlog p" in out and "k2" in out
-    assert main(["diagnose", "rober", "--backend", "torch", "--no-plot"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_torch_and_jax_collect_the_same_report_and_gradients_as_scipy(backend, capsys):
+    """One call per backend: the same stiffness picture and, on ROBER, the same measured
+    gradients as the SciPy collector (the CLI prints both)."""
+    import importlib
+
+    from stiffcore.adapters.scipy.sensitivity import diagnose_problem as scipy_collect
+    from stiffcore.cli import DIAGNOSE, main
+    from stiffcore.problems import ROBER
+
+    pytest.importorskip({"torch": "torchdiffeq", "jax": "diffrax"}[backend])
+    times = np.logspace(-5, 3, 12)
+    short = dataclasses.replace(ROBER, t_span=(0.0, 1e3))
+    ours, grad = importlib.import_module(DIAGNOSE[backend]).diagnose_problem(short, "RadauIIA5", 1e-7, times)
+    ref, ref_grad = scipy_collect(short, "RadauIIA5", 1e-7, times)
+    assert [p.name for p in ours.parameters] == ["k1", "k2", "k3"]
+    assert ours.stiff_tail_fraction > 0.5 and ours.stiffness_index == pytest.approx(ref.stiffness_index, rel=0.05)
+    for a, b in zip(ours.parameters, ref.parameters):
+        assert a.log10_attenuation == pytest.approx(b.log10_attenuation, abs=0.1)
+    assert np.allclose(grad, ref_grad, rtol=1e-4)
+    assert main(["diagnose", "rober", "--backend", backend, "--no-plot", "--rtol", "1e-5"]) == 0
+    assert f"({backend})" in capsys.readouterr().out
+
+
+def test_collectors_name_bad_inputs():
+    torch = pytest.importorskip("torch")
+    from stiffcore.adapters.torchdiffeq.diagnose import diagnose as torch_diagnose
+
+    f = lambda t, y, p: -p[0] * y  # noqa: E731
+    y0, t = torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(TypeError, match="1-D tensor"):
+        torch_diagnose(f, y0, t, torch.ones((1, 1), dtype=torch.float64))
+    with pytest.raises(ValueError, match="not a torchdiffeq method"):
+        torch_diagnose(f, y0, t, torch.ones(1, dtype=torch.float64), method="bdf2")

@@ -307,3 +307,13 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
     return core_diagnose(base, t, np.diff(sol.t), jacobians=np.array([derivs.dfdy(ti, yi, p) for ti, yi in zip(t, Y)]),
                          param_jacobians=np.array([derivs.dfdp(ti, yi, p) for ti, yi in zip(t, Y)]),
                          param_names=param_names, params=p, states=sol.y.T, coupling=coupling)
+
+
+def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
+    """(report, measured d/dp of sum(y(times)^2)) for a :mod:`stiffcore.problems` problem."""
+    opts = dict(method=method, jac=problem.jac, jac_p=problem.jac_p, rtol=rtol, atol=rtol * 1e-4)
+    report = diagnose(problem.rhs, problem.t_span, problem.y0, problem.params, param_names=problem.param_names,
+                      **opts)
+    res = solve_ivp_sensitivity(problem.rhs, problem.t_span, problem.y0, problem.params, t_eval=times,
+                                mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y, **opts)
+    return report, res.grad

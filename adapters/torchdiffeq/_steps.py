@@ -227,7 +227,7 @@ class ImplicitRungeKutta:
             hb = _blockwise(h.detach())
             Y = psi + hb * A.sum(1)[None, :, None] * guess.detach()[:, None]
             weights = 1.0 / self.scale(p.y.detach())[:, None]
-            previous = None
+            previous = previous_size = None
             for k in range(max_iter):
                 F = torch.stack([f(t + float(sch.c[i]) * h.detach(), Y[:, r]) for r, i in enumerate(idx)], dim=1)
                 G = Y - psi - hb * torch.matmul(A, F)

@@ -1,0 +1,71 @@
+"""Gradient diagnostics from a real torch solve (:func:`stiffcore.diagnostics.diagnose`).
+
+One call solves with the adapter's method, records the accepted steps, evaluates df/dy
+and df/dp at every step start with ``torch.func`` and returns the core's report.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stiffcore.catalogue import get_method
+
+
+def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10, param_names=None, options=None):
+    """Solve ``y' = func(t, y, params)`` with ``method`` on the output times ``t`` and report
+    stiffness along the solve and the predicted gradient attenuation per parameter.
+
+    ``params`` is a 1-D tensor; ``y0`` a 1-D tensor (one system).  Returns
+    :class:`stiffcore.diagnostics.Diagnosis`.
+    """
+    from stiffcore.diagnostics import diagnose as core_diagnose
+
+    from . import SOLVERS
+
+    m = get_method(method)
+    if m.id not in SOLVERS:
+        raise ValueError(f"method {m.id!r} is not a torchdiffeq method of this adapter; choose one of {list(SOLVERS)}")
+    if not (isinstance(params, torch.Tensor) and params.ndim == 1):
+        raise TypeError("params must be a 1-D tensor of the parameters func(t, y, params) uses")
+    if not (isinstance(y0, torch.Tensor) and y0.ndim == 1):
+        raise TypeError("diagnose takes one system: y0 must be a 1-D tensor")
+    params = params.detach()
+    solver = SOLVERS[m.id](lambda s, y: func(s, y, params), y0.detach(), rtol=rtol, atol=atol, **dict(options or {}))
+    times, states = [], []
+    on_step = solver._on_step
+
+    def record(state):  # the start of every accepted step, and the final state
+        on_step(state)
+        times.append(state.t.detach().clone())
+        states.append(solver._solution(state).detach().reshape(-1).clone())
+
+    solver._on_step = record
+    with torch.no_grad():
+        solver.integrate(t.detach())
+    steps = torch.stack([t[0].detach()] + times)
+    Y = torch.stack([y0.detach()] + states)
+    jac_y = torch.func.vmap(torch.func.jacrev(lambda s, y: func(s, y, params), argnums=1))(steps[:-1], Y[:-1])
+    jac_p = torch.func.vmap(torch.func.jacrev(lambda s, y, p: func(s, y, p), argnums=2), in_dims=(0, 0, None))(
+        steps[:-1], Y[:-1], params)
+    coupling = getattr(solver, "coupling", None)
+    return core_diagnose(solver.method.id, steps[:-1].cpu().numpy(), torch.diff(steps).cpu().numpy(),
+                         jacobians=jac_y.cpu().numpy(), param_jacobians=jac_p.cpu().numpy(),
+                         param_names=param_names, params=params.cpu().numpy(), states=Y.cpu().numpy(),
+                         coupling=coupling)
+
+
+def diagnose_problem(problem, method="radau_iia5", rtol=1e-6, times=None):
+    """(report, measured d/dp of sum(y(times)^2)) for a :mod:`stiffcore.problems` problem."""
+    import numpy as np
+    from torchdiffeq import odeint
+
+    dtype = torch.float64
+    y0 = torch.tensor(problem.y0, dtype=dtype)
+    times = torch.tensor(np.concatenate([[problem.t_span[0]], times]), dtype=dtype)
+    p = torch.tensor(problem.params, dtype=dtype)
+    report = diagnose(problem.rhs, y0, times, p, method=get_method(method).id, rtol=rtol, atol=1e-4 * rtol,
+                      param_names=problem.param_names)
+    p.requires_grad_(True)
+    ys = odeint(lambda s, y: problem.rhs(s, y, p), y0, times, method=get_method(method).id, rtol=rtol,
+                atol=1e-4 * rtol)
+    return report, torch.autograd.grad((ys[1:] ** 2).sum(), p)[0].numpy()
