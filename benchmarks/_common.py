@@ -18,3 +18,10 @@ def figure_tools():
         return None
     OUT.mkdir(exist_ok=True)
     return plt, OUT
+
+
+def save(fig, out: Path, name: str) -> None:
+    """Lay out, write ``out/name`` and say where."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    print(f"wrote {out / name}")

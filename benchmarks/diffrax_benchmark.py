@@ -22,7 +22,7 @@ jax.config.update("jax_enable_x64", True)
 
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from _common import figure_tools  # noqa: E402
+from _common import figure_tools, save  # noqa: E402
 
 from stiffcore.adapters.diffrax import RadauIIA5, Rodas4, Rodas5P  # noqa: E402
 from stiffcore.problems import POLLU, ROBER  # noqa: E402
@@ -99,9 +99,7 @@ def main() -> None:
                 ax.loglog([r["err"] for r in sel], [1e3 * (r["solve"] + r["grad"]) for r in sel], "o-", label=name)
             ax.set(xlabel="achieved error", ylabel="solve + gradient (ms)", title=label)
         axes[0].legend()
-        fig.tight_layout()
-        fig.savefig(out / "diffrax_benchmark.png", dpi=120)
-        print(f"wrote {out / 'diffrax_benchmark.png'}")
+        save(fig, out, "diffrax_benchmark.png")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 import torch
-from _common import figure_tools
+from _common import figure_tools, save
 from torchdiffeq import odeint, odeint_adjoint
 
 from stiffcore.adapters.torchdiffeq import odeint_reversible
@@ -187,9 +187,7 @@ def memory_table(quick: bool) -> None:
         axes[0].set(xlabel="steps", ylabel="peak memory growth (MiB)", title="memory")
         axes[1].set(xlabel="steps", ylabel="gradient wall time (s)", title="time")
         axes[0].legend()
-        fig.tight_layout()
-        fig.savefig(out / "torch_memory.png", dpi=120)
-        print(f"wrote {out / 'torch_memory.png'}")
+        save(fig, out, "torch_memory.png")
 
 
 if __name__ == "__main__":

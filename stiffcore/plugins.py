@@ -82,6 +82,21 @@ class Backend:
         return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
 
 
+def hooks_from_linear_gradient(gradient: Callable):
+    """``(one_step_gradient, n_step_gradient)`` for a :class:`Backend` from one function
+    ``gradient(method_id, z, h, y0, n_steps)``: d y_N / d lambda on y' = lambda y."""
+
+    def one_step_gradient(method_id, z, h=1.0, y0=1.0):
+        """d y_1 / d lambda for one step on y' = lambda y."""
+        return gradient(method_id, z, h, y0, 1)
+
+    def n_step_gradient(method_id, z, h=1.0, y0=1.0, n_steps=10):
+        """d y_N / d lambda after ``n_steps`` fixed steps on y' = lambda y."""
+        return gradient(method_id, z, h, y0, n_steps)
+
+    return one_step_gradient, n_step_gradient
+
+
 class BackendSpec:
     """Hook specifications a backend plugin implements."""
 

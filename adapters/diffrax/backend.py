@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from stiffcore.catalogue import method_ids
-from stiffcore.plugins import Backend, hookimpl
+from stiffcore.plugins import Backend, hookimpl, hooks_from_linear_gradient
 
 OURS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.startswith("kvaerno"))
 NATIVE = {"backward_euler": "ImplicitEuler", "kvaerno3": "Kvaerno3", "kvaerno4": "Kvaerno4", "kvaerno5": "Kvaerno5"}
@@ -73,13 +73,8 @@ def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int, nativ
 
 
 def make_hooks(native: bool):
-    def one_step_gradient(method_id, z, h=1.0, y0=1.0):
-        """d y_1 / d lambda for one step on y' = lambda y."""
-        return _linear_gradient(method_id, z, h, y0, 1, native)
-
-    def n_step_gradient(method_id, z, h=1.0, y0=1.0, n_steps=10):
-        """d y_N / d lambda after ``n_steps`` fixed steps on y' = lambda y."""
-        return _linear_gradient(method_id, z, h, y0, n_steps, native)
+    one_step_gradient, n_step_gradient = hooks_from_linear_gradient(
+        lambda method_id, z, h, y0, n_steps: _linear_gradient(method_id, z, h, y0, n_steps, native))
 
     def rober_gradient(method_id, times, steps=None, rtol=None):
         """d/d(log k) of sum(y(times)^2) on ROBER, on the grid ``steps`` or adaptively at ``rtol``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from stiffcore.catalogue import method_ids
-from stiffcore.plugins import Backend, hookimpl
+from stiffcore.plugins import Backend, hookimpl, hooks_from_linear_gradient
 
 METHODS = tuple(method_ids(one_step=True, implicit=True))
 
@@ -34,14 +34,7 @@ def _tangent_of_steps(method_id: str, z, h: float, y0: float, n_steps: int):
     return out
 
 
-def one_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0):
-    """d y_1 / d lambda for one step on y' = lambda y."""
-    return _tangent_of_steps(method_id, z, h, y0, 1)
-
-
-def n_step_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_steps: int = 10):
-    """d y_N / d lambda after ``n_steps`` fixed steps on y' = lambda y."""
-    return _tangent_of_steps(method_id, z, h, y0, n_steps)
+one_step_gradient, n_step_gradient = hooks_from_linear_gradient(_tangent_of_steps)
 
 
 def reversible_run(base_id: str, z: float, h: float, y0: float, n_steps: int, coupling: float,
