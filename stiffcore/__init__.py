@@ -21,6 +21,6 @@ __all__ = [
     "Backend", "discover_backends", "install",
     "GradientPrediction", "one_step_gradient", "predict_test_equation",
     "DEFAULT_COUPLING", "growth_rates", "optimal_coupling", "predict_reversible",
-    "reversible_step", "reversible_step_back", "unstable_band",
+    "reversible_step", "reversible_step_back", "reversible_step_vjp", "unstable_band",
     "stability_function",
 ]

@@ -64,6 +64,19 @@ def reversible_step_back(step: BaseStep, t0, t1, y1: State, z1: State, coupling:
     return y0, z0
 
 
+def reversible_step_vjp(a_y1: State, a_z1: State, vjp_back, vjp_forward, coupling: float = DEFAULT_COUPLING):
+    """Cotangents of (y0, z0) from those of (y1, z1) for one :func:`reversible_step`.
+
+    ``vjp_back(v)`` is J_b^T v with J_b the Jacobian of the backward base step
+    step(t1, t0, .) at y1, and ``vjp_forward(v)`` is J_f^T v with J_f that of
+    step(t0, t1, .) at z0; both are at hand after :func:`reversible_step_back`, so a
+    backward pass needs two base steps per step, not four.  From y1 = lam y0 - lam z0 +
+    step(t0, t1, z0) and z1 = z0 + y1 - step(t1, t0, y1)."""
+    lam = coupling
+    y_bar = a_y1 + a_z1 - vjp_back(a_z1)
+    return lam * y_bar, a_z1 - lam * y_bar + vjp_forward(y_bar)
+
+
 def _base(method: str | Method) -> Method:
     method = get_method(method)
     if not method.is_one_step:

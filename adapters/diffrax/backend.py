@@ -40,7 +40,7 @@ def _solver(method_id: str, native: bool, tight: bool = True):
         # ours: full Newton (fixed grids take large steps on which a chord iteration may
         # stall); diffrax's own solvers iterate on stage derivatives, whose round-off floor
         # defeats Optimistix's Newton termination at these tolerances: VeryChord converges
-        finder = diffrax.VeryChord(**NATIVE_ROOT_TOL) if native else optx.Newton(**ROOT_TOL)
+        finder = diffrax.VeryChord(**NATIVE_ROOT_TOL) if native else optx.Newton(**ROOT_TOL, cauchy_termination=False)
         return cls(root_finder=finder, root_find_max_steps=50)
     return cls()
 

@@ -4,9 +4,10 @@ The reversible scheme of McCallum & Foster (arXiv 2410.11648) wraps any one-step
 method; the steps are the core's framework-agnostic :func:`stiffcore.reversible.reversible_step`.
 Through ``torchdiffeq.odeint`` it backpropagates like any method (storing the graph);
 through :func:`odeint_reversible` the backward pass rebuilds each state with
-:func:`~stiffcore.reversible.reversible_step_back`, recomputes that one step with autograd
-and propagates the cotangent: exact gradients of the discrete map, peak memory
-independent of the number of steps (one float per step is kept: its time), time O(n).
+:func:`~stiffcore.reversible.reversible_step_back`, keeping the graphs of the two base steps
+that takes, and propagates the cotangent with :func:`~stiffcore.reversible.reversible_step_vjp`:
+exact gradients of the discrete map, peak memory independent of the number of steps (one
+float per step is kept: its time), time O(n) with two base steps per step.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from stiffcore.catalogue import get_method
 from stiffcore.reversible import (
-    DEFAULT_COUPLING, check_coupling, instability_warning, reversible_step, reversible_step_back,
+    DEFAULT_COUPLING, check_coupling, instability_warning, reversible_step, reversible_step_back, reversible_step_vjp,
 )
 
 from ._solver import OPTIONS, StiffSolver
@@ -158,20 +159,36 @@ class _ReversibleBackprop(torch.autograd.Function):
         grads = [torch.zeros_like(p) for p in params]
         for k in range(n, 0, -1):
             t0, t1 = times[k - 1], times[k]
+            # rebuild (y_{k-1}, z_{k-1}) with the core's inverse step, keeping each base step's
+            # graph: its vector-Jacobian product is all the adjoint needs
+            taken: list = []
+
+            def base_step(t_from, t_to, v):
+                with torch.enable_grad():
+                    v_in = v.detach().requires_grad_(True)
+                    out = solver._base_step(t_from, t_to, v_in)
+                taken.append((v_in, out))
+                return out.detach()
+
             with torch.no_grad():
-                y, z = reversible_step_back(solver._base_step, t0, t1, y, z, lam)
-            with torch.enable_grad():
-                y_in, z_in = y.detach().requires_grad_(True), z.detach().requires_grad_(True)
-                y1, z1 = reversible_step(solver._base_step, t0, t1, y_in, z_in, lam)
-                got = torch.autograd.grad((y1, z1), (y_in, z_in, *params), (a_y, a_z), allow_unused=True)
-            a_y = got[0] if got[0] is not None else torch.zeros_like(a_y)
-            a_z = got[1] if got[1] is not None else torch.zeros_like(a_z)
-            for g, add in zip(grads, got[2:]):
-                if add is not None:
-                    g.add_(add)
+                y, z = reversible_step_back(base_step, t0, t1, y, z, lam)
+            (y1_in, back), (z0_in, forward) = taken
+            a_y, a_z = reversible_step_vjp(a_y, a_z, _vjp(back, y1_in, params, grads),
+                                           _vjp(forward, z0_in, params, grads), lam)
             for i in outputs_at.get(k - 1, []):
                 a_y = a_y + field.flat(grad_ys[i])
         return (None, None, field.unflat(a_y + a_z), *grads)
+
+
+def _vjp(output, state_in, params, param_grads):
+    """v -> (d output / d state_in)^T v, adding (d output / d params)^T v into ``param_grads``."""
+    def vjp(v):
+        got = torch.autograd.grad(output, (state_in, *params), v, allow_unused=True, retain_graph=False)
+        for g, add in zip(param_grads, got[1:]):
+            if add is not None:
+                g.add_(add)
+        return got[0] if got[0] is not None else torch.zeros_like(v)
+    return vjp
 
 
 def odeint_reversible(func, y0, t, *, rtol=1e-7, atol=1e-9, method="reversible", options=None,
