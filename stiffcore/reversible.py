@@ -67,13 +67,14 @@ def reversible_step_back(step: BaseStep, t0, t1, y1: State, z1: State, coupling:
 def reversible_step_vjp(a_y1: State, a_z1: State, vjp_back, vjp_forward, coupling: float = DEFAULT_COUPLING):
     """Cotangents of (y0, z0) from those of (y1, z1) for one :func:`reversible_step`.
 
-    ``vjp_back(v)`` is J_b^T v with J_b the Jacobian of the backward base step
-    step(t1, t0, .) at y1, and ``vjp_forward(v)`` is J_f^T v with J_f that of
-    step(t0, t1, .) at z0; both are at hand after :func:`reversible_step_back`, so a
-    backward pass needs two base steps per step, not four.  From y1 = lam y0 - lam z0 +
-    step(t0, t1, z0) and z1 = z0 + y1 - step(t1, t0, y1)."""
+    ``vjp_back(v)`` pulls a cotangent v of the backward base step's output step(t1, t0, y1)
+    back to y1 (J_b^T v), ``vjp_forward(v)`` one of step(t0, t1, z0) back to z0 (J_f^T v);
+    adapters let them also accumulate the parameters' cotangents, so each is called once,
+    with the cotangent its base step really receives.  Both base steps are at hand after
+    :func:`reversible_step_back`: a backward pass needs two base steps per step, not four.
+    From y1 = lam y0 - lam z0 + step(t0, t1, z0) and z1 = z0 + y1 - step(t1, t0, y1)."""
     lam = coupling
-    y_bar = a_y1 + a_z1 - vjp_back(a_z1)
+    y_bar = a_y1 + a_z1 + vjp_back(-a_z1)
     return lam * y_bar, a_z1 - lam * y_bar + vjp_forward(y_bar)
 
 
