@@ -50,8 +50,9 @@ class Reversible(StiffSolver):
             return
         J = self.jacobian(self.t, self.y, self.f)
         J = J.toarray() if hasattr(J, "toarray") else J
+        n_steps = max(1, int(np.ceil(abs(self.t_bound - self.t) / self.h_fixed)))
         message = instability_warning(self.method_id, self.h_fixed * self.direction * np.linalg.eigvals(J),
-                                      self.coupling)
+                                      self.coupling, n_steps=n_steps)
         if message:
             warnings.warn(f"at t0: {message}", RuntimeWarning, stacklevel=3)
 

@@ -126,13 +126,14 @@ class ReversibleSolver(StiffSolver):
         with torch.no_grad():
             J = self.field.jacobian(t, y.detach())
             z = (torch.as_tensor(h, dtype=self.dtype) * torch.linalg.eigvals(J.cpu())).numpy()
-        message = instability_warning(self.method.id, z.ravel(), self.coupling)
+        message = instability_warning(self.method.id, z.ravel(), self.coupling, n_steps=max(self.n_steps, 1))
         if message:
             warnings.warn(f"at t = {float(t):.6g}: {message}", RuntimeWarning, stacklevel=4)
 
 
 class _ReversibleBackprop(torch.autograd.Function):
-    """Forward: the reversible solve without a graph.  Backward: rebuild, recompute, propagate."""
+    """Forward: the reversible solve without a graph.  Backward: rebuild each pair (keeping the
+    two base steps' graphs) and propagate the cotangent through them."""
 
     @staticmethod
     def forward(ctx, solver: ReversibleSolver, t, y0, *params):
