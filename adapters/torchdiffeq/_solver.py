@@ -146,7 +146,7 @@ class StiffSolver:
         out = [self.y0]
         for i in range(1, len(t)):
             state = (self._fixed if self.step_size is not None else self._adaptive)(state, t[i])
-            out.append(self.field.unflat(self._solution(state)))
+            out.append(self.field.unflat(state.y))
             self._on_output(state)
         self.final_state = state
         return torch.stack(out)
@@ -183,13 +183,9 @@ class StiffSolver:
         self._check_finite(new.f, new.t, "func returned", failure=True)
         return new, step.error
 
-    def _solution(self, state) -> torch.Tensor:
-        return state.y
-
-    def _time(self, state):
-        return state.t
-
-    def _retime(self, state, t):
+    @staticmethod
+    def _land(state, t):
+        """The state of a step that ends on the output time t, with t exactly."""
         state.t = t
         return state
 
@@ -206,12 +202,11 @@ class StiffSolver:
                                f"(method {self.method_id!r}); raise it or loosen rtol/atol")
 
     def _fixed(self, state, t_next):
-        t_prev = self._time(state)
-        n = max(1, math.ceil(float((t_next - t_prev) / self.step_size) * (1 - 1e-12)))
-        h = (t_next - t_prev) / n
+        n = max(1, math.ceil(float((t_next - state.t) / self.step_size) * (1 - 1e-12)))
+        h = (t_next - state.t) / n
         for k in range(n):
-            self._count_step(self._time(state))
-            t_from = self._time(state)
+            t_from = state.t
+            self._count_step(t_from)
             h_k = t_next - t_from if k == n - 1 else h
             try:
                 state, _ = self._attempt(state, h_k)
@@ -219,7 +214,7 @@ class StiffSolver:
                 raise FloatingPointError(f"fixed step from t = {float(t_from):.6g} to {float(t_from + h_k):.6g} "
                                          f"failed: {failure}") from None
             if k == n - 1:
-                state = self._retime(state, t_next)
+                state = self._land(state, t_next)
             self.n_steps += 1
             self._on_step(state)
         return state
@@ -227,8 +222,8 @@ class StiffSolver:
     def _adaptive(self, state, t_next):
         q = self._error_order()
         reason = ""
-        while bool(self._time(state) < t_next):
-            t = self._time(state)
+        while bool(state.t < t_next):
+            t = state.t
             self._count_step(t)
             h = self.h
             landing = bool(t + 1.01 * h >= t_next)
@@ -241,7 +236,7 @@ class StiffSolver:
                 new, error = self._attempt(state, h)
                 with torch.no_grad():  # step sizes are not differentiated: the step sequence is data
                     ratio = self.norm(self.field.unflat(error / torch.maximum(
-                        self._scale(self._solution(state).detach()), self._scale(self._solution(new).detach()))))
+                        self._scale(state.y.detach()), self._scale(new.y.detach()))))
                 if not bool(torch.isfinite(ratio)):
                     raise StepFailure(f"non-finite error estimate at t = {float(t):.6g}", 0.25)
             except StepFailure as failure:
@@ -254,7 +249,7 @@ class StiffSolver:
                 factor = torch.clamp(self.safety * ratio.clamp(min=1e-10) ** exponent, self.dfactor, self.ifactor)
                 proposal = h * factor
                 self.h = torch.maximum(proposal, self.h) if landing else proposal
-                state = self._retime(new, t_next) if landing else new
+                state = self._land(new, t_next) if landing else new
                 self.n_steps += 1
                 self._on_step(state)
             else:
@@ -266,7 +261,7 @@ class StiffSolver:
     def _initial_step(self, state, t) -> torch.Tensor:
         """Hairer, Norsett & Wanner I (II.4): a first step from two f evaluations."""
         q = self._error_order()
-        y0, f0 = self._solution(state), self._start_f(state)
+        y0, f0 = state.y, self._start_f(state)
         with torch.no_grad():
             scale = self._scale(y0)
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)

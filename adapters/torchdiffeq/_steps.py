@@ -70,7 +70,6 @@ class Point:
 class Step:
     y: torch.Tensor
     error: torch.Tensor | None          # detached local error estimate on the (B, n) layout
-    newton_iterations: int = 0
 
 
 _WEIGHTS: dict = {}
@@ -183,7 +182,7 @@ class ImplicitRungeKutta:
             return lus[key]
 
         K: list = [None] * sch.stages
-        Y_last, iterations = None, 0
+        Y_last = None
         for block in sch.blocks:
             idx = block.stages
             psi = [p.y + h * _weighted(sch.a[i, :idx[0]], K[:idx[0]]) if idx[0] else p.y for i in idx]
@@ -193,43 +192,43 @@ class ImplicitRungeKutta:
                 Y_last = psi[0]
                 continue
             guess = K[idx[0] - 1] if idx[0] else p.f
-            Y, its = self._newton(p, h, idx, psi, guess, lu_of(block.a_block))
-            iterations = max(iterations, its)
-            Y = self._attach_gradient(p, h, idx, psi, Y)
+            Y = self._newton(p, h, block, psi, guess, lu_of(block.a_block))
+            Y = self._attach_gradient(p, h, block, psi, Y)
             # K_B = A_BB^-1 (Y_B - psi_B) / h, the stage derivatives without new f evaluations
             for r, i in enumerate(idx):
                 K[i] = _weighted(block.a_block_inv[r], [(Y[k] - psi[k]) / h for k in range(len(idx))])
             Y_last = Y[-1]
         y1 = Y_last if sch.solution_is_last_stage else p.y + h * _weighted(sch.b, K)
-        return Step(y1, self._error(p, h, K, lu_of), iterations)
+        return Step(y1, self._error(p, h, K, lu_of))
 
-    def _newton(self, p, h, idx, psi, guess, lu):
+    def _newton(self, p, h, block, psi, guess, lu):
         """Y_i = psi_i + h sum_j a_ij f(Y_j), i, j in the block: simplified Newton with the
         step's Jacobian; if that stalls, full Newton (Jacobians at the iterate) from the
         same guess, which rescues large fixed steps."""
         try:
-            return self._iterate(p, h, idx, psi, guess, lambda Y: lu, MAX_NEWTON_ITER)
+            return self._iterate(p, h, block, psi, guess, lambda Y: lu, MAX_NEWTON_ITER)
         except StepFailure as failure:
             if failure.shrink < 0.5:   # non-finite values: a smaller step, not more Newton
                 raise
-        times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in idx]
-        A = self._tensor(self.scheme.a[np.ix_(idx, idx)], p.y)
-        return self._iterate(p, h, idx, psi, torch.zeros_like(guess),
+        times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in block.stages]
+        A = self._tensor(block.a_block, p.y)
+        return self._iterate(p, h, block, psi, torch.zeros_like(guess),
                              lambda Y: torch.linalg.lu_factor(self._exact_matrix(A, h, times, Y.unbind(1))),
                              MAX_FULL_NEWTON_ITER, patient=True)
 
-    def _iterate(self, p, h, idx, psi, guess, matrix_lu, max_iter, patient=False):
+    def _iterate(self, p, h, block, psi, guess, matrix_lu, max_iter, patient=False):
         sch, f = self.scheme, self.field
         t = p.t.detach()
         with torch.no_grad():
             psi = torch.stack([v.detach() for v in psi], dim=1)                  # (B, m, n)
-            A = self._tensor(sch.a[np.ix_(idx, idx)], p.y)
+            A = self._tensor(block.a_block, p.y)
             hb = _blockwise(h.detach())
             Y = psi + hb * A.sum(1)[None, :, None] * guess.detach()[:, None]
             weights = 1.0 / self.scale(p.y.detach())[:, None]
             previous = previous_size = None
             for k in range(max_iter):
-                F = torch.stack([f(t + float(sch.c[i]) * h.detach(), Y[:, r]) for r, i in enumerate(idx)], dim=1)
+                F = torch.stack([f(t + float(sch.c[i]) * h.detach(), Y[:, r]) for r, i in enumerate(block.stages)],
+                                dim=1)
                 G = Y - psi - hb * torch.matmul(A, F)
                 dY = -torch.linalg.lu_solve(*matrix_lu(Y), G.reshape(G.shape[0], -1, 1)).reshape(G.shape)
                 norm = torch.sqrt(torch.mean((dY * weights) ** 2))
@@ -237,7 +236,7 @@ class ImplicitRungeKutta:
                     raise StepFailure(f"non-finite values in the Newton iteration at t = {_fmt(p.t)}", 0.25)
                 Y = Y + dY
                 if norm <= self.converged_below:
-                    return list(Y.unbind(1)), k + 1
+                    return list(Y.unbind(1))
                 if patient:
                     # full Newton: done at round-off, seen as an increment that stops shrinking
                     # far below the solution (the weighted norm cannot see it for components
@@ -245,14 +244,14 @@ class ImplicitRungeKutta:
                     size, scale = dY.abs().max(), Y.abs().max()
                     if size <= 4 * torch.finfo(Y.dtype).eps * scale or (
                             previous is not None and size > 0.5 * previous_size and size <= 1e-10 * scale):
-                        return list(Y.unbind(1)), k + 1
+                        return list(Y.unbind(1))
                     previous_size = size
                 if previous is not None:
                     rate = norm / previous
                     if not patient and (rate >= 1 or rate ** (max_iter - k) / (1 - rate) * norm > self.newton_tol):
                         break
                     if rate < 1 and rate / (1 - rate) * norm < self.newton_tol:
-                        return list(Y.unbind(1)), k + 1
+                        return list(Y.unbind(1))
                 previous = norm
         raise StepFailure(f"Newton iteration did not converge at t = {_fmt(p.t)} with h = {_fmt(h)}")
 
@@ -262,17 +261,17 @@ class ImplicitRungeKutta:
             Js = torch.stack([self.field.jacobian(t.detach(), y.detach()) for t, y in zip(times, Y)], dim=1)
             return newton_matrix(A, h.detach(), Js)
 
-    def _attach_gradient(self, p, h, idx, psi, Y):
+    def _attach_gradient(self, p, h, block, psi, Y):
         """Y out of Newton, carrying dY/d(psi, parameters) by the implicit function theorem."""
         if not torch.is_grad_enabled():
             return Y
         sch, f = self.scheme, self.field
-        A = sch.a[np.ix_(idx, idx)]
-        times = [p.t + float(sch.c[i]) * h for i in idx]
+        A = block.a_block
+        times = [p.t + float(sch.c[i]) * h for i in block.stages]
         F = [f(t, y) for t, y in zip(times, Y)]
         if not any(v.requires_grad for v in (*F, *psi)):
             return Y
-        G = torch.stack([Y[r] - psi[r] - h * _weighted(A[r], F) for r in range(len(idx))], dim=1)
+        G = torch.stack([Y[r] - psi[r] - h * _weighted(A[r], F) for r in range(len(Y))], dim=1)
         matrix = lambda: self._exact_matrix(self._tensor(A, Y[0]), h, times, Y)  # noqa: E731
         Y_out = torch.stack(Y, dim=1) + _ImplicitStages.apply(G, matrix)
         return list(Y_out.unbind(1))

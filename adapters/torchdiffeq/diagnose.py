@@ -37,7 +37,7 @@ def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10,
     def record(state):  # the start of every accepted step, and the final state
         on_step(state)
         times.append(state.t.detach().clone())
-        states.append(solver._solution(state).detach().reshape(-1).clone())
+        states.append(state.y.detach().reshape(-1).clone())
 
     solver._on_step = record
     with torch.no_grad():

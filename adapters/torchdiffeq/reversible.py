@@ -90,10 +90,6 @@ class ReversibleSolver(StiffSolver):
         self._check_finite(torch.stack([y1, z1]), state.t, "the step produced", failure=True)
         return PairState(state.t + h, y1, z1), errors[0]
 
-    def _retime(self, state, t):
-        state.t = t
-        return state
-
     def _on_step(self, state) -> None:
         if self.n_steps == 1:
             self._first_h = state.t - self._start_point.t
