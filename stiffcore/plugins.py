@@ -2,7 +2,8 @@
 
 A backend (the SciPy, torch and JAX adapters, or a third-party package) is a plain
 module with ``@hookimpl`` functions, announced under the ``stiffcore.backends``
-entry-point group.  It imports its framework lazily, so discovery stays cheap::
+entry-point group.  It should import its framework lazily, so discovery stays cheap; an
+entry point that fails to import becomes an unavailable backend naming the error::
 
     # mypackage/stiffcore_backend.py
     from stiffcore.plugins import Backend, hookimpl
@@ -19,6 +20,7 @@ entry-point group.  It imports its framework lazily, so discovery stays cheap::
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -56,7 +58,8 @@ class Backend:
 
     ``install()`` registers the solvers into the ecosystem; ``requires`` names the modules
     the backend needs (it is unavailable if any is missing); ``reversible_bases`` lists the
-    base methods its reversible scheme accepts.
+    base methods its reversible scheme accepts.  ``load_error`` is set by discovery for an
+    entry point that could not be imported (the backend is then unavailable and says why).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Backend:
     supports_complex: bool = False
     requires: Sequence[str] = field(default_factory=tuple)
     description: str = ""
+    load_error: str = ""
 
     def __post_init__(self) -> None:
         from .catalogue import get_method
@@ -79,7 +83,7 @@ class Backend:
 
     @property
     def available(self) -> bool:
-        return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+        return not self.load_error and all(importlib.util.find_spec(mod) is not None for mod in self.requires)
 
 
 def hooks_from_linear_gradient(gradient: Callable):
@@ -105,12 +109,37 @@ class BackendSpec:
         """Announce a backend: its name, methods, gradient hook and installer."""
 
 
+class _Unloadable:
+    """Stands in for an entry point whose module could not be imported (its framework is
+    missing, say): announces an unavailable backend that names the error, so one missing
+    framework does not break discovery of the others."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        self.name, self.error = name, f"{type(error).__name__}: {error}"
+
+    def _refuse(self, *args, **kwargs):
+        raise RuntimeError(f"backend {self.name!r} could not be loaded: {self.error}")
+
+    @hookimpl
+    def stiffcore_backend(self) -> Backend:
+        return Backend(name=self.name, methods=(), one_step_gradient=self._refuse, install=self._refuse,
+                       load_error=self.error, description="could not be loaded")
+
+
 def plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
-    """A plugin manager with the hookspecs registered and (by default) entry points loaded."""
+    """A plugin manager with the hookspecs registered and (by default) entry points loaded;
+    an entry point that fails to import becomes an unavailable backend naming the error."""
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(BackendSpec)
     if load_entry_points:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except ImportError as exc:
+                plugin = _Unloadable(ep.name, exc)
+            pm.register(plugin, name=ep.name)
     return pm
 
 
@@ -137,8 +166,11 @@ def select_backends(names: Sequence[str] | None = None, found: dict | None = Non
     for name in names:
         if name not in found:
             raise ValueError(f"unknown backend {name!r}; installed backends: {', '.join(found) or 'none'}")
-        if not found[name].available:
-            raise ValueError(f"backend {name!r} needs {', '.join(found[name].requires)}, which is not installed")
+        backend = found[name]
+        if backend.load_error:
+            raise ValueError(f"backend {name!r} could not be loaded: {backend.load_error}")
+        if not backend.available:
+            raise ValueError(f"backend {name!r} needs {', '.join(backend.requires)}, which is not installed")
         chosen.append(found[name])
     return chosen
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stiffcore
-from stiffcore.plugins import Backend, discover_backends, hookimpl, install, plugin_manager
+from stiffcore.plugins import Backend, discover_backends, hookimpl, install, plugin_manager, select_backends
 
 TOY_MODULE = textwrap.dedent('''
     import numpy as np
@@ -55,6 +55,26 @@ def test_entry_point_backend_is_discovered_and_installed(toy_distribution):
     import toy_stiffcore_backend
 
     assert toy_stiffcore_backend.INSTALLED == ["toy"]
+
+
+def test_an_entry_point_whose_framework_is_missing_does_not_break_discovery(tmp_path, monkeypatch):
+    """Loading a backend's entry point imports its adapter, hence its framework; without it,
+    discovery still finds the others and reports this one unavailable with the error."""
+    (tmp_path / "broken_stiffcore_backend.py").write_text("import no_such_framework_xyz\n")
+    info = tmp_path / "broken_stiffcore_backend-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-stiffcore-backend\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stiffcore.backends]\nbroken = broken_stiffcore_backend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = discover_backends()
+    assert "scipy" in found and found["scipy"].available
+    broken = found["broken"]
+    assert not broken.available and "no_such_framework_xyz" in broken.load_error
+    assert "broken" not in [b.name for b in select_backends(None, found)]
+    with pytest.raises(ValueError, match="could not be loaded: ModuleNotFoundError.*no_such_framework_xyz"):
+        select_backends(["broken"], found)
+    with pytest.raises(RuntimeError, match="could not be loaded"):
+        broken.one_step_gradient("backward_euler", -1.0, 1.0, 1.0)
 
 
 class _Plugin:

@@ -2,8 +2,10 @@
 
 The hooks serve two backends: ``jax`` runs this adapter's solvers, ``diffrax``
 (:mod:`.native_backend`) runs diffrax's own stiff solvers (``ImplicitEuler`` as backward
-Euler, ``Kvaerno3/4/5``), so their gradient decay is checked against the core too.  Gradients are ``jax.grad``
-through ``diffrax.diffeqsolve`` (its default adjoint); free of JAX imports at module level.
+Euler, ``Kvaerno3/4/5``), so their gradient decay is checked against the core too.
+Gradients are ``jax.grad`` through ``diffrax.diffeqsolve`` (its default adjoint).  Loading
+either entry point imports the adapter package, hence JAX, diffrax and equinox; without
+them discovery lists the backends as unavailable, naming the import error.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The SciPy backend's announcement to stiffcore's plugin registry (entry point ``scipy``).
 
-Kept free of SciPy imports so that discovering backends stays cheap; the hooks import the
-adapter when called.  Every gradient here is the adapter's own discrete differentiation
+Loading it imports the adapter package (which registers the solve_ivp methods), hence
+SciPy; without it discovery lists the backend as unavailable, naming the import error.
+Every gradient here is the adapter's own discrete differentiation
 (implicit function theorem for Runge-Kutta stages, complex step through Rosenbrock steps).
 """
 

@@ -1,6 +1,8 @@
 """The torch backend's announcement to stiffcore's plugin registry (entry point ``torch``).
 
-Free of torch imports at module level so discovery stays cheap.  Every gradient here is
+Loading it imports the adapter package (which registers the method strings), hence torch
+and torchdiffeq; without them discovery lists the backend as unavailable, naming the
+import error.  Every gradient here is
 torch autograd through ``torchdiffeq.odeint`` with this adapter's methods: the discrete
 map's own derivative (implicit stages by the implicit function theorem).
 """
@@ -22,9 +24,6 @@ def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int):
     import torch
     from torchdiffeq import odeint
 
-    from . import register
-
-    register()
     z = np.asarray(z, dtype=float)
     out = np.empty(z.shape)
     t = torch.tensor([0.0, n_steps * h], dtype=torch.float64)
@@ -73,9 +72,6 @@ def rober_gradient(method_id: str, times, steps=None, rtol=None):
 
     from stiffcore.problems import ROBER
 
-    from . import register
-
-    register()
     rober = ROBER.log_parameterised()
     logk = torch.tensor(rober.params, dtype=torch.float64, requires_grad=True)
     y0 = torch.tensor(rober.y0, dtype=torch.float64)
