@@ -22,12 +22,8 @@ T_ROBER = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-5, 5, 20, dtype=
 
 
 def rober(logk):
-    def f(t, y):
-        k1, k2, k3 = logk.exp().unbind()
-        a, b, c = y.unbind(-1)
-        r1, r2, r3 = k1 * a, k2 * b * b, k3 * b * c
-        return torch.stack([-r1 + r3, r1 - r2 - r3, r2], -1)
-    return f
+    """ROBER's right-hand side from the problem set (works for a leading batch dimension too)."""
+    return lambda t, y: LOG_ROBER.rhs(t, y, logk)
 
 
 def mlp(width=16, dim=2, seed=0):

@@ -80,21 +80,35 @@ class MassActionNetwork:
         pad = n_species  # index of the constant 1 appended to the state
         self.reactants = np.array([list(r) + [pad] * (self.order - len(r)) for r in reactants])
         self.stoichiometry = np.asarray(stoichiometry, dtype=float)  # (n_species, n_reactions)
+        self._converted: dict = {}
         if self.stoichiometry.shape != (n_species, len(reactants)):
             raise ValueError(f"stoichiometry must be ({n_species}, {len(reactants)}), got {self.stoichiometry.shape}")
+
+    def _constants(self, like):
+        """(reactant index columns, S^T) in ``like``'s library, dtype and device, converted once
+        per combination: a torch or JAX right-hand side then does no NumPy conversion per call."""
+        xp = namespace(like)
+        if xp is np:
+            return self.reactants.T, self.stoichiometry.T
+        key = (xp.__name__, str(like.dtype), str(getattr(like, "device", "")) if xp.__name__ == "torch" else "")
+        if key not in self._converted:
+            index = (xp.as_tensor(self.reactants.T, device=like.device) if xp.__name__ == "torch"
+                     else self.reactants.T)  # JAX indexes with NumPy arrays at trace time
+            self._converted[key] = (index, constant_like(self.stoichiometry.T, like))
+        return self._converted[key]
 
     def rates(self, y, k):
         xp = namespace(y)
         ones = xp.ones_like(y[..., :1])
         padded = (np.concatenate if xp is np else getattr(xp, "concatenate", None) or xp.cat)([y, ones], -1)
         r = k
-        for col in range(self.order):
-            r = r * padded[..., self.reactants[:, col]]
+        for column in self._constants(y)[0]:
+            r = r * padded[..., column]
         return r
 
     def rhs(self, t, y, k):
         r = self.rates(y, k)
-        return r @ constant_like(self.stoichiometry.T, r)
+        return r @ self._constants(r)[1]
 
     def jac(self, t, y, k) -> np.ndarray:
         """df/dy (numpy; complex-safe, so complex-step differentiation passes through).
