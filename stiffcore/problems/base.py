@@ -80,22 +80,25 @@ class MassActionNetwork:
         pad = n_species  # index of the constant 1 appended to the state
         self.reactants = np.array([list(r) + [pad] * (self.order - len(r)) for r in reactants])
         self.stoichiometry = np.asarray(stoichiometry, dtype=float)  # (n_species, n_reactions)
-        self._converted: dict = {}
+        self._torch_constants: dict = {}
         if self.stoichiometry.shape != (n_species, len(reactants)):
             raise ValueError(f"stoichiometry must be ({n_species}, {len(reactants)}), got {self.stoichiometry.shape}")
 
     def _constants(self, like):
-        """(reactant index columns, S^T) in ``like``'s library, dtype and device, converted once
-        per combination: a torch or JAX right-hand side then does no NumPy conversion per call."""
+        """(reactant index columns, S^T) for ``like``'s library.  torch gets tensors converted
+        once per dtype and device, so a torch right-hand side does no NumPy conversion per
+        call; JAX converts at trace time (which happens once under jit), and caching there
+        would leak tracers out of the transformation."""
         xp = namespace(like)
         if xp is np:
             return self.reactants.T, self.stoichiometry.T
-        key = (xp.__name__, str(like.dtype), str(getattr(like, "device", "")) if xp.__name__ == "torch" else "")
-        if key not in self._converted:
-            index = (xp.as_tensor(self.reactants.T, device=like.device) if xp.__name__ == "torch"
-                     else self.reactants.T)  # JAX indexes with NumPy arrays at trace time
-            self._converted[key] = (index, constant_like(self.stoichiometry.T, like))
-        return self._converted[key]
+        if xp.__name__ != "torch":
+            return self.reactants.T, constant_like(self.stoichiometry.T, like)
+        key = (like.dtype, like.device)
+        if key not in self._torch_constants:
+            self._torch_constants[key] = (xp.as_tensor(self.reactants.T, device=like.device),
+                                          constant_like(self.stoichiometry.T, like))
+        return self._torch_constants[key]
 
     def rates(self, y, k):
         xp = namespace(y)
