@@ -12,7 +12,8 @@ Display names are shared with the SciPy adapter; coefficients come from the cata
 Every solver is an equinox module and works under ``jax.jit``, ``jax.vmap`` and
 ``jax.grad``; implicit stages are differentiated by the implicit function theorem
 (Optimistix's implicit adjoint), so gradients through diffrax's default adjoint are those
-of the discrete solution.
+of the discrete solution.  ``Reversible(base)`` with ``adjoint=ReversibleAdjoint()`` gives
+exact gradients of the reversible discrete map in memory flat in the number of steps.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from stiffcore.catalogue import method_ids
 
 from ._solvers import ImplicitRungeKuttaSolver, RosenbrockSolver, solver_class
+from .adjoint import ReversibleAdjoint
 from .reversible import Reversible
 
 #: The catalogue methods offered as diffrax solvers: the implicit one-step methods that
@@ -28,5 +30,5 @@ SOLVER_IDS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.
 SOLVERS = {cls.__name__: cls for cls in map(solver_class, SOLVER_IDS)}
 globals().update(SOLVERS)  # RadauIIA5, Rodas5P, ... importable from this module
 
-__all__ = ["SOLVERS", "SOLVER_IDS", "ImplicitRungeKuttaSolver", "Reversible", "RosenbrockSolver", "solver_class",
+__all__ = ["SOLVERS", "SOLVER_IDS", "ImplicitRungeKuttaSolver", "Reversible", "ReversibleAdjoint", "RosenbrockSolver", "solver_class",
            *SOLVERS]

@@ -128,8 +128,8 @@ def _compiled_reversible(base_id: str, h: float, y0: float, n_steps: int, coupli
         return sol.ys[n_steps - 1, 0], (sol.solver_state, sol.ts[:n_steps])
 
     def back(lam, t0, t1, y, w):
-        psi = solver._base_step(term, lam, lambda v: v, [])
-        return reversible_step_back(psi, t0, t1, y, w, coupling)
+        psi = solver.base_map(term, lam, lambda v: v)
+        return reversible_step_back(lambda a, b, v: psi(a, b, v)[0], t0, t1, y, w, coupling)
 
     return jax.jit(run), jax.jit(jax.grad(lambda lam: run(lam)[0])), jax.jit(back)
 

@@ -82,20 +82,28 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
     def func(self, terms, t0, y0, args):
         return self.base_solver.func(terms, t0, y0, args)
 
-    def _base_step(self, terms, args, unravel, records):
+    def base_map(self, terms, args, unravel):
+        """The base step as a map of raveled states, psi(t_from, t_to, v) -> (v1, error, result):
+        the map the reversible step is built from, forwards and backwards."""
         def psi(t_from, t_to, v):
             y = unravel(v)
             state = self.base_solver.init(terms, t_from, t_to, y, args)
-            y1, err, _, _, result = self.base_solver.step(terms, t_from, t_to, y, args, state, False)
-            records.append((err, result))
-            return ravel_pytree(y1)[0]
+            y1, error, _, _, result = self.base_solver.step(terms, t_from, t_to, y, args, state, False)
+            return ravel_pytree(y1)[0], error, result
         return psi
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         y, unravel = ravel_pytree(y0)
         z = ravel_pytree(solver_state)[0]
+        psi = self.base_map(terms, args, unravel)
         records: list = []
-        y1, z1 = reversible_step(self._base_step(terms, args, unravel, records), t0, t1, y, z, self.coupling)
+
+        def step(t_from, t_to, v):
+            v1, error, result = psi(t_from, t_to, v)
+            records.append((error, result))
+            return v1
+
+        y1, z1 = reversible_step(step, t0, t1, y, z, self.coupling)
         (error, result), (_, result_back) = records
         result = diffrax.RESULTS.where(result == diffrax.RESULTS.successful, result_back, result)
         dense_info = dict(y0=y0, y1=unravel(y1))
