@@ -143,15 +143,32 @@ def cmd_diagnose(args) -> int:
     collect = importlib.import_module(DIAGNOSE[args.backend]).diagnose_problem
     report, grad = collect(problem, args.method, args.rtol, times)
     print(report.table())
-    print(f"\nMeasured gradient of sum(y(t)^2) at 50 log-spaced times ({args.backend}):")
-    print(table(["parameter", "d/dp", "d/dlog p"],
-                [[n, float(g), float(g * k)] for n, g, k in zip(problem.param_names, grad, problem.params)]))
+    predicted = np.array([p.predicted_gradient for p in report.parameters])
+    print(f"\nGradient of sum(y(t)^2) at 50 log-spaced times: predicted from R(z), R'(z) and the Jacobians "
+          f"against measured through {args.backend}:")
+    print(table(["parameter", "predicted d/dp", "measured d/dp", "predicted d/dlog p", "measured d/dlog p"],
+                [[n, float(q), float(g), float(q * k), float(g * k)]
+                 for n, q, g, k in zip(problem.param_names, predicted, grad, problem.params)]))
+    print(calibration_summary(predicted, grad, problem.params))
     if args.plot:
-        scale = max(abs(grad * problem.params))
-        measured = {n: float(np.log10(abs(g * k) / scale)) if g else float("nan")
-                    for n, g, k in zip(problem.param_names, grad, problem.params)}
+        measured = {n: float(np.log10(abs(g))) if g else float("nan") for n, g in zip(problem.param_names, grad)}
         print(f"wrote {report.plot(args.plot, measured)}", file=sys.stderr)
     return 0
+
+
+def calibration_summary(predicted, measured, params) -> str:
+    """Predicted against measured in decades, and the spread log-p removes (nonzero gradients)."""
+    predicted, measured, params = map(np.asarray, (predicted, measured, params))
+    ok = (predicted != 0) & (measured != 0)
+    miss = np.abs(np.log10(np.abs(predicted[ok] / measured[ok])))
+
+    def spread(x):
+        x = np.log10(np.abs(x[ok]))
+        return x.max() - x.min()
+
+    return (f"predicted vs measured: within {miss.max():.2f} decades (median {np.median(miss):.2f}); "
+            f"spread over parameters: d/dp {spread(measured):.1f} decades measured ({spread(predicted):.1f} "
+            f"predicted), d/dlog p {spread(measured * params):.1f} ({spread(predicted * params):.1f})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ class ParameterDiagnosis:
     log10_attenuation: float      # log10 of predicted gradient / gradient without stiff attenuation
     fastest_mode: float           # |Re mu| of the mode carrying most of this parameter's weight
     value: float | None = None    # the parameter, for the log-k gain
+    predicted_gradient: float | None = None  # dL/dp of the linearised discrete model (needs output cotangents)
 
     @property
     def starved(self) -> bool:
@@ -90,15 +91,19 @@ class Diagnosis:
         lines.append("log10|z| histogram: " + ", ".join(f"[{a:g},{b:g}) {c}" for a, b, c in zip(edges, edges[1:], counts) if c))
         out = "\n".join(lines)
         if self.parameters:
+            predicted = self.parameters[0].predicted_gradient is not None
             rows = [[p.name, p.log10_attenuation, p.fastest_mode, "STARVED" if p.starved else "",
-                     p.log_gain if p.log_gain is not None else ""] for p in self.parameters]
-            out += "\n\n" + table(["parameter", "log10 attenuation", "feeds |Re mu|", "", "log-p gain"], rows)
+                     p.log_gain if p.log_gain is not None else ""]
+                    + ([p.predicted_gradient] if predicted else []) for p in self.parameters]
+            out += "\n\n" + table(["parameter", "log10 attenuation", "feeds |Re mu|", "", "log-p gain"]
+                                   + (["predicted dL/dp"] if predicted else []), rows)
         if self.advice:
             out += "\n\nAdvice:\n" + "\n".join(f"  - {a}" for a in self.advice)
         return out
 
     def plot(self, path: str, measured: dict | None = None) -> str:
-        """Eigenvalue spread over time; predicted (and, if given, measured) gradient magnitudes."""
+        """Eigenvalue spread over time, and per parameter the predicted log10 |dL/dp| (or, without
+        output cotangents, the predicted attenuation) beside ``measured`` (name -> same quantity)."""
         from .plotting import pyplot
 
         plt = pyplot()
@@ -113,17 +118,28 @@ class Diagnosis:
         if self.parameters:
             names = [p.name for p in self.parameters]
             x = np.arange(len(names))
-            axes[1].bar(x, [p.log10_attenuation for p in self.parameters], width=0.4, label="predicted attenuation")
+            predicted = self.parameters[0].predicted_gradient is not None
+            if predicted:  # magnitudes: what the linearised model predicts against what the backend measured
+                axes[1].bar(x, [_log10_abs(p.predicted_gradient) for p in self.parameters], width=0.4,
+                            label="predicted |dL/dp|")
+                axes[1].set_ylabel("log10 |dL/dp|")
+            else:
+                axes[1].bar(x, [p.log10_attenuation for p in self.parameters], width=0.4,
+                            label="predicted attenuation")
+                axes[1].axhline(math.log10(STARVED), color="r", linewidth=0.8)
+                axes[1].set_ylabel("log10 attenuation")
             if measured:
                 axes[1].bar(x + 0.4, [measured.get(n, np.nan) for n in names], width=0.4, label="measured")
             axes[1].set_xticks(x + (0.2 if measured else 0), names, rotation=90, fontsize=7)
-            axes[1].set_ylabel("log10")
-            axes[1].axhline(math.log10(STARVED), color="r", linewidth=0.8)
             axes[1].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+def _log10_abs(x) -> float:
+    return float(np.log10(abs(x))) if x else float("nan")
 
 
 def _decay(method, z, coupling):
@@ -136,7 +152,7 @@ def _decay(method, z, coupling):
 
 
 def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=None, param_names=None,
-             params=None, states=None, coupling=None) -> Diagnosis:
+             params=None, states=None, coupling=None, output_cotangents=None) -> Diagnosis:
     """Stiffness and gradient-attenuation report for a solve.
 
     Parameters
@@ -149,6 +165,9 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
         for the log-p gain) optional.
     states : (N, n) the states, for output-scaling advice.
     coupling : float in (0, 1) for a reversible solve.
+    output_cotangents : (N + 1, n) dL/dy at the step boundaries t_0 ... t_N (zero where the
+        loss sees no output); with ``param_jacobians`` each parameter also gets the
+        predicted dL/dp of the linearised discrete model (see :func:`predicted_gradients`).
     """
     m = get_method(method)
     if not m.is_one_step:
@@ -184,8 +203,70 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
         if vecs is None:
             raise ValueError("per-parameter attenuation needs jacobians (eigenvectors), not only eigenvalues")
         diag.parameters = _parameters(m, h, eig, vecs, z, param_jacobians, param_names, params, coupling)
+        if output_cotangents is not None:
+            if coupling is not None:
+                raise ValueError("predicted gradients are for one-step solves; drop output_cotangents "
+                                 "for a reversible solve")
+            grads = predicted_gradients(m, h, eig, vecs, np.asarray(param_jacobians, dtype=float),
+                                        output_cotangents)
+            for p, g in zip(diag.parameters, grads):
+                p.predicted_gradient = float(g)
+    elif output_cotangents is not None:
+        raise ValueError("output_cotangents need param_jacobians (df/dp at the steps)")
     diag.advice = _advice(diag, m, states, t, h, coupling)
     return diag
+
+
+def cotangents_on_steps(boundaries, output_times, output_cotangents) -> np.ndarray:
+    """Place dL/dy at output times (M, n) on a solve's step boundaries (N + 1,): the (N + 1, n)
+    array :func:`diagnose` takes.  Every output time must be a boundary (solve landing on them:
+    ``t_eval``-stops, ``step_ts``, torch's output times)."""
+    b = _finite_array("boundaries", boundaries, 1)
+    times = _finite_array("output_times", output_times, 1)
+    grads = _finite_array("output_cotangents", output_cotangents, 2)
+    if grads.shape[0] != times.size:
+        raise ValueError(f"{grads.shape[0]} output cotangents for {times.size} output times")
+    out = np.zeros((b.size, grads.shape[1]))
+    scale = max(np.max(np.abs(b)), 1e-300)
+    for time, g in zip(times, grads):
+        k = int(np.argmin(np.abs(b - time)))
+        if abs(b[k] - time) > 1e-9 * scale:
+            raise ValueError(f"output time {time:g} is not a step boundary (nearest {b[k]:g}); make the solve "
+                             "land on the output times")
+        out[k] += g
+    return out
+
+
+def predicted_gradients(method, h, eigenvalues, eigenvectors, param_jacobians, output_cotangents) -> np.ndarray:
+    """dL/dp predicted from the method's stability function alone (Fronk & Petzold 2025).
+
+    Each step is the method on the solve linearised at its start, J = V diag(mu) V^-1: the
+    state propagates by R(hJ) = V diag(R(h mu)) V^-1 and a parameter perturbs it by
+    V diag(h R'(h mu)) V^-1 df/dp (the one-step derivative of a mode with respect to its own
+    rate; R'(0) = 1 recovers h df/dp).  The cotangent lambda runs backwards from the outputs,
+    lambda_k = R(h_k J_k)^T lambda_{k+1} + dL/dy_k, and dL/dp = sum_k lambda_{k+1}^T
+    V diag(h R'(z)) V^-1 df/dp.  Exact for a linear system whose parameters scale its modes'
+    rates; for nonlinear ones the order of magnitude the stiffness allows (tests check it
+    against measured gradients on ROBER and POLLU).
+    """
+    m = get_method(method)
+    N, n = eigenvalues.shape
+    cot = _finite_array("output_cotangents", output_cotangents, 2)
+    if cot.shape != (N + 1, n):
+        raise ValueError(f"output_cotangents must have shape ({N + 1}, {n}): dL/dy at the {N + 1} step "
+                         f"boundaries of {n} states, got {cot.shape}")
+    z = h[:, None] * eigenvalues
+    r = m.stability(z)
+    dr = h[:, None] * m.stability.derivative(z)
+    inv = np.linalg.inv(eigenvectors)
+    feed = np.einsum("kij,kj,kjl,klp->kip", eigenvectors, dr, inv, param_jacobians)   # (N, n, P)
+    propagate = np.einsum("kij,kj,kjl->kil", eigenvectors, r, inv)                   # R(h_k J_k)
+    lam = cot[N].astype(complex)
+    grad = np.zeros(param_jacobians.shape[2], dtype=complex)
+    for k in range(N - 1, -1, -1):
+        grad += lam @ feed[k]
+        lam = lam @ propagate[k] + cot[k]
+    return np.real(grad)
 
 
 def _parameters(m, h, eig, vecs, z, param_jacobians, names, params, coupling):

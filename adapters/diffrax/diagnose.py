@@ -25,14 +25,17 @@ def method_id(solver) -> str:
 
 
 def diagnose(term, solver, t0, t1, dt0, y0, args, *, stepsize_controller=None, param_names=None,
-             max_steps=100_000):
+             max_steps=100_000, output_times=None, loss_grad=None):
     """Solve ``term`` (an ``ODETerm`` whose ``args`` is a 1-D parameter array) with ``solver``
     and report stiffness along the solve and the predicted gradient attenuation per parameter.
+    With ``output_times`` and ``loss_grad(Y) -> dL/dY`` (Y: the states there, (M, n)) the solve
+    lands on those times and each parameter also gets its predicted dL/dp.
     Returns :class:`stiffcore.diagnostics.Diagnosis`."""
     import diffrax
     import jax
     import jax.numpy as jnp
 
+    from stiffcore.diagnostics import cotangents_on_steps
     from stiffcore.diagnostics import diagnose as core_diagnose
 
     from .reversible import Reversible
@@ -44,17 +47,29 @@ def diagnose(term, solver, t0, t1, dt0, y0, args, *, stepsize_controller=None, p
     if y0.ndim != 1:
         raise ValueError(f"diagnose takes one system: y0 must be 1-D, got shape {y0.shape}")
     mid = method_id(solver)
+    controller = stepsize_controller or diffrax.ConstantStepSize()
+    if output_times is not None:
+        if loss_grad is None:
+            raise ValueError("output_times need loss_grad, the loss's dL/dY at those times")
+        if not isinstance(controller, diffrax.AbstractAdaptiveStepSizeController):
+            raise ValueError("output_times need an adaptive step-size controller (steps land on them via "
+                             "ClipStepSizeController(step_ts=...))")
+        controller = diffrax.ClipStepSizeController(controller, step_ts=jnp.asarray(output_times))
     sol = diffrax.diffeqsolve(term, solver, t0, t1, dt0, y0, args=args, saveat=diffrax.SaveAt(t0=True, steps=True),
-                              stepsize_controller=stepsize_controller or diffrax.ConstantStepSize(),
-                              max_steps=max_steps)
+                              stepsize_controller=controller, max_steps=max_steps)
     n = int(sol.stats["num_accepted_steps"])
     ts, ys = np.asarray(sol.ts[: n + 1]), sol.ys[: n + 1]
     jac_y = jax.vmap(jax.jacfwd(lambda t, y: term.vf(t, y, args), argnums=1))(jnp.asarray(ts[:-1]), ys[:-1])
     jac_p = jax.vmap(jax.jacfwd(lambda t, y, p: term.vf(t, y, p), argnums=2), in_axes=(0, 0, None))(
         jnp.asarray(ts[:-1]), ys[:-1], args)
+    cotangents = None
+    if output_times is not None:
+        index = [int(np.argmin(np.abs(ts - t))) for t in np.asarray(output_times)]
+        cotangents = cotangents_on_steps(ts, output_times, np.asarray(loss_grad(np.asarray(ys)[index])))
     return core_diagnose(mid, ts[:-1], np.diff(ts), jacobians=np.asarray(jac_y), param_jacobians=np.asarray(jac_p),
                          param_names=param_names, params=np.asarray(args), states=np.asarray(ys),
-                         coupling=solver.coupling if isinstance(solver, Reversible) else None)
+                         coupling=solver.coupling if isinstance(solver, Reversible) else None,
+                         output_cotangents=cotangents)
 
 
 def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
@@ -75,7 +90,7 @@ def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
     term = diffrax.ODETerm(problem.rhs)
     t0, t1 = problem.t_span
     report = diagnose(term, cls(), t0, t1, 1e-6, problem.y0, problem.params, stepsize_controller=control,
-                      param_names=problem.param_names)
+                      param_names=problem.param_names, output_times=times, loss_grad=lambda Y: 2 * Y)
 
     def loss(p):
         sol = diffrax.diffeqsolve(term, cls(), t0, t1, 1e-6, jnp.asarray(problem.y0), args=p,

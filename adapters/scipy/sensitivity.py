@@ -283,10 +283,13 @@ def _reversible_reverse(result, pair, steps, out_index, y0, p, loss, loss_grad):
 
 
 def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param_names=None, coupling=None,
-             **options):
+             output_times=None, loss_grad=None, **options):
     """Solve with ``method``, then build stiffcore's gradient diagnosis from the accepted steps:
     df/dy and df/dp at every step start (the user's callables, else complex step or
-    differences), the states for scaling advice.  Returns :class:`stiffcore.diagnostics.Diagnosis`."""
+    differences), the states for scaling advice.  With ``output_times`` and
+    ``loss_grad(Y) -> dL/dY`` (Y: the states there, (M, n)) the steps stop at those times and
+    each parameter also gets its predicted dL/dp.  Returns :class:`stiffcore.diagnostics.Diagnosis`."""
+    from stiffcore.diagnostics import cotangents_on_steps
     from stiffcore.diagnostics import diagnose as core_diagnose
 
     from . import solver_class
@@ -298,22 +301,31 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
     if reversible:
         options["coupling"] = check_coupling(DEFAULT_COUPLING if coupling is None else coupling)
         coupling = options["coupling"]
+    if output_times is not None:
+        if loss_grad is None:
+            raise ValueError("output_times need loss_grad, the loss's dL/dY at those times")
+        options["tstops"] = output_times
     sol = solve_ivp(lambda t, y: fun(t, y, p), t_span, y0, method=solver_class(method),
                     jac=None if jac is None else (lambda t, y: jac(t, y, p)), **options)
     if sol.status != 0:
         raise RuntimeError(f"diagnose: the solve failed: {sol.message}")
+    cotangents = None
+    if output_times is not None:
+        at_outputs = sol.y.T[[int(np.argmin(np.abs(sol.t - s))) for s in np.asarray(output_times)]]
+        cotangents = cotangents_on_steps(sol.t, output_times, np.asarray(loss_grad(at_outputs)))
     t, Y = sol.t[:-1], sol.y[:, :-1].T
     base = get_method(options.get("base", "backward_euler") if reversible else method).id
     return core_diagnose(base, t, np.diff(sol.t), jacobians=np.array([derivs.dfdy(ti, yi, p) for ti, yi in zip(t, Y)]),
                          param_jacobians=np.array([derivs.dfdp(ti, yi, p) for ti, yi in zip(t, Y)]),
-                         param_names=param_names, params=p, states=sol.y.T, coupling=coupling)
+                         param_names=param_names, params=p, states=sol.y.T, coupling=coupling,
+                         output_cotangents=cotangents)
 
 
 def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
     """(report, measured d/dp of sum(y(times)^2)) for a :mod:`stiffcore.problems` problem."""
     opts = dict(method=method, jac=problem.jac, jac_p=problem.jac_p, rtol=rtol, atol=rtol * 1e-4)
     report = diagnose(problem.rhs, problem.t_span, problem.y0, problem.params, param_names=problem.param_names,
-                      **opts)
+                      output_times=times, loss_grad=lambda Y: 2 * Y, **opts)
     res = solve_ivp_sensitivity(problem.rhs, problem.t_span, problem.y0, problem.params, t_eval=times,
                                 mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y, **opts)
     return report, res.grad

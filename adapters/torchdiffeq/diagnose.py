@@ -11,13 +11,19 @@ import torch
 from stiffcore.catalogue import get_method
 
 
-def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10, param_names=None, options=None):
+def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10, param_names=None, options=None,
+             loss_grad=None):
     """Solve ``y' = func(t, y, params)`` with ``method`` on the output times ``t`` and report
-    stiffness along the solve and the predicted gradient attenuation per parameter.
+    stiffness along the solve and the predicted gradient attenuation per parameter.  With
+    ``loss_grad(Y) -> dL/dY`` (Y: the states at ``t[1:]``, (M, n)) each parameter also gets its
+    predicted dL/dp (the steps land on every output time).
 
     ``params`` is a 1-D tensor; ``y0`` a 1-D tensor (one system).  Returns
     :class:`stiffcore.diagnostics.Diagnosis`.
     """
+    import numpy as np
+
+    from stiffcore.diagnostics import cotangents_on_steps
     from stiffcore.diagnostics import diagnose as core_diagnose
 
     from . import SOLVERS
@@ -48,10 +54,16 @@ def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10,
     jac_p = torch.func.vmap(torch.func.jacrev(lambda s, y, p: func(s, y, p), argnums=2), in_dims=(0, 0, None))(
         steps[:-1], Y[:-1], params)
     coupling = getattr(solver, "coupling", None)
-    return core_diagnose(solver.method.id, steps[:-1].cpu().numpy(), torch.diff(steps).cpu().numpy(),
+    boundaries, states = steps.cpu().numpy(), Y.cpu().numpy()
+    cotangents = None
+    if loss_grad is not None:
+        outputs = t[1:].detach().cpu().numpy()
+        at_outputs = states[[int(abs(boundaries - s).argmin()) for s in outputs]]
+        cotangents = cotangents_on_steps(boundaries, outputs, np.asarray(loss_grad(at_outputs)))
+    return core_diagnose(solver.method.id, boundaries[:-1], np.diff(boundaries),
                          jacobians=jac_y.cpu().numpy(), param_jacobians=jac_p.cpu().numpy(),
-                         param_names=param_names, params=params.cpu().numpy(), states=Y.cpu().numpy(),
-                         coupling=coupling)
+                         param_names=param_names, params=params.cpu().numpy(), states=states,
+                         coupling=coupling, output_cotangents=cotangents)
 
 
 def diagnose_problem(problem, method="radau_iia5", rtol=1e-6, times=None):
@@ -64,7 +76,7 @@ def diagnose_problem(problem, method="radau_iia5", rtol=1e-6, times=None):
     times = torch.tensor(np.concatenate([[problem.t_span[0]], times]), dtype=dtype)
     p = torch.tensor(problem.params, dtype=dtype)
     report = diagnose(problem.rhs, y0, times, p, method=get_method(method).id, rtol=rtol, atol=1e-4 * rtol,
-                      param_names=problem.param_names)
+                      param_names=problem.param_names, loss_grad=lambda Y: 2 * Y)
     p.requires_grad_(True)
     ys = odeint(lambda s, y: problem.rhs(s, y, p), y0, times, method=get_method(method).id, rtol=rtol,
                 atol=1e-4 * rtol)
