@@ -70,7 +70,8 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
     and solvers other than :class:`Reversible`.  Like ``BacksolveAdjoint`` it is reverse-mode
     only (no ``jax.jvp``).  The reconstruction inherits the reversible scheme's growth: where
     the core predicts growth above 1 per step (``stiffcore reversible``), rebuilt states and
-    so gradients lose digits over long solves, and ``Reversible`` warns.
+    so gradients lose digits over long solves; ``Reversible`` warns at t0 and the backward
+    pass warns when the growth at t1 over the steps taken costs more than 3 digits.
     """
 
     def loop(self, *, args, terms, solver, stepsize_controller, event, saveat, t0, t1, dt0, max_steps, throw,
@@ -193,6 +194,10 @@ def _reversible_loop_bwd(residuals, grad_out, perturbed, y_args_terms, *, solver
         a_diff = jax.tree_util.tree_map(lambda a, b, c: a + b + c, a_diff, *diff_cotangents)
         return k - 1, y0_k, z0_k, a_y0 + into_y0, a_z0, a_diff
 
+    # The reconstruction's growth compounds over the steps: warn with the digits it costs.
+    steps = jnp.maximum(count, 1)
+    reversible.warn_if_unstable(terms, times[count], y_final, args, (times[count] - times[0]) / steps,
+                                n_steps=steps, where="ReversibleAdjoint, rebuilding from t1")
     zeros = jnp.zeros_like(flat_y0)
     carry = (count - 1, ravel(y_final), ravel(z_final), zeros, zeros, jax.tree_util.tree_map(jnp.zeros_like, diff))
     _, _, _, a_y, a_z, a_diff = jax.lax.while_loop(lambda c: c[0] >= 0, body, carry)

@@ -76,7 +76,7 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         return self.base_solver.error_order(terms)
 
     def init(self, terms, t0, t1, y0, args):
-        self._warn_if_unstable(terms, t0, t1, y0, args)
+        self.warn_if_unstable(terms, t0, y0, args, t1 - t0)
         return y0
 
     def func(self, terms, t0, y0, args):
@@ -109,20 +109,23 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         dense_info = dict(y0=y0, y1=unravel(y1))
         return unravel(y1), error, dense_info, unravel(z1), result
 
-    def _warn_if_unstable(self, terms, t0, t1, y0, args):
+    def warn_if_unstable(self, terms, t, y, args, h, n_steps=None, where="at t0"):
+        """Warn (``RuntimeWarning`` through ``jax.debug.callback``) where the core predicts growth
+        of decaying modes for h * eig(J(t, y)); with ``n_steps``, growth weighed over the solve."""
         base = self.base_id
         if base is None:
             return
-        flat, unravel = ravel_pytree(y0)
+        flat, unravel = ravel_pytree(y)
         if flat.size > 500:
             return
-        J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t0, unravel(v), args))[0])(flat)
+        J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t, unravel(v), args))[0])(flat)
         coupling = self.coupling
 
-        def warn(J, h):
+        def warn(J, h, n_steps):
             z = np.asarray(h) * np.linalg.eigvals(np.asarray(J).reshape(-1, flat.size, flat.size))
-            message = instability_warning(base, z.ravel(), coupling)
+            n = None if n_steps is None else int(np.max(n_steps))
+            message = instability_warning(base, z.ravel(), coupling, n_steps=n)
             if message:
-                warnings.warn(f"at t0: {message}", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"{where}: {message}", RuntimeWarning, stacklevel=2)
 
-        jax.debug.callback(warn, J, jnp.asarray(t1 - t0))
+        jax.debug.callback(warn, J, jnp.asarray(h), n_steps)
