@@ -104,10 +104,10 @@ def _check_supported(solver, event, saveat, max_steps):
                         f"solver=Reversible(<base solver>), got {type(solver).__name__}")
     if event is not None:
         refuse("events")
-    if not isinstance(saveat.subs, diffrax.SubSaveAt):
-        refuse("SaveAt(subs=...); save at t0/t1/ts directly")
     if saveat.dense:
         refuse("SaveAt(dense=True)")
+    if not isinstance(saveat.subs, diffrax.SubSaveAt):
+        refuse("SaveAt(subs=...); save at t0/t1/ts directly")
     if saveat.subs.steps:
         refuse("SaveAt(steps=True); pass the times as SaveAt(ts=...)")
     if saveat.subs.fn is not diffrax.SaveAt(t1=True).subs.fn:
