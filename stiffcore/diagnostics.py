@@ -217,23 +217,25 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
     return diag
 
 
-def cotangents_on_steps(boundaries, output_times, output_cotangents) -> np.ndarray:
-    """Place dL/dy at output times (M, n) on a solve's step boundaries (N + 1,): the (N + 1, n)
-    array :func:`diagnose` takes.  Every output time must be a boundary (solve landing on them:
-    ``t_eval``-stops, ``step_ts``, torch's output times)."""
+def cotangents_on_steps(boundaries, states, output_times, loss_grad) -> np.ndarray:
+    """dL/dy on a solve's step boundaries (N + 1,), the (N + 1, n) array :func:`diagnose` takes:
+    ``loss_grad(Y) -> dL/dY`` evaluated on the states (N + 1, n) at ``output_times`` (M,), each
+    of which must be a boundary (solves landing on them: ``tstops``, ``step_ts``, torch's
+    output times), and zero elsewhere."""
     b = _finite_array("boundaries", boundaries, 1)
+    Y = _finite_array("states", states, 2)
     times = _finite_array("output_times", output_times, 1)
-    grads = _finite_array("output_cotangents", output_cotangents, 2)
-    if grads.shape[0] != times.size:
-        raise ValueError(f"{grads.shape[0]} output cotangents for {times.size} output times")
-    out = np.zeros((b.size, grads.shape[1]))
     scale = max(np.max(np.abs(b)), 1e-300)
-    for time, g in zip(times, grads):
-        k = int(np.argmin(np.abs(b - time)))
+    index = np.array([int(np.argmin(np.abs(b - time))) for time in times], dtype=int)
+    for time, k in zip(times, index):
         if abs(b[k] - time) > 1e-9 * scale:
             raise ValueError(f"output time {time:g} is not a step boundary (nearest {b[k]:g}); make the solve "
                              "land on the output times")
-        out[k] += g
+    grads = _finite_array("output_cotangents", loss_grad(Y[index]), 2)
+    if grads.shape[0] != times.size:
+        raise ValueError(f"{grads.shape[0]} output cotangents for {times.size} output times")
+    out = np.zeros((b.size, grads.shape[1]))
+    np.add.at(out, index, grads)
     return out
 
 

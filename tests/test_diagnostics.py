@@ -223,6 +223,6 @@ def test_output_cotangent_mistakes_are_named():
     with pytest.raises(ValueError, match="NaN or inf"):
         diagnose("radau_iia5", t, h, jacobians=J, param_jacobians=Fp, output_cotangents=np.full((4, 1), np.nan))
     with pytest.raises(ValueError, match="not a step boundary"):
-        cotangents_on_steps(np.arange(4.0), [1.5], np.ones((1, 1)))
+        cotangents_on_steps(np.arange(4.0), np.ones((4, 1)), [1.5], lambda Y: Y)
     with pytest.raises(ValueError, match="2 output cotangents for 1 output times"):
-        cotangents_on_steps(np.arange(4.0), [1.0], np.ones((2, 1)))
+        cotangents_on_steps(np.arange(4.0), np.ones((4, 1)), [1.0], lambda Y: np.ones((2, 1)))

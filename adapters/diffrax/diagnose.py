@@ -64,8 +64,7 @@ def diagnose(term, solver, t0, t1, dt0, y0, args, *, stepsize_controller=None, p
         jnp.asarray(ts[:-1]), ys[:-1], args)
     cotangents = None
     if output_times is not None:
-        index = [int(np.argmin(np.abs(ts - t))) for t in np.asarray(output_times)]
-        cotangents = cotangents_on_steps(ts, output_times, np.asarray(loss_grad(np.asarray(ys)[index])))
+        cotangents = cotangents_on_steps(ts, np.asarray(ys), output_times, loss_grad)
     return core_diagnose(mid, ts[:-1], np.diff(ts), jacobians=np.asarray(jac_y), param_jacobians=np.asarray(jac_p),
                          param_names=param_names, params=np.asarray(args), states=np.asarray(ys),
                          coupling=solver.coupling if isinstance(solver, Reversible) else None,

@@ -311,8 +311,7 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
         raise RuntimeError(f"diagnose: the solve failed: {sol.message}")
     cotangents = None
     if output_times is not None:
-        at_outputs = sol.y.T[[int(np.argmin(np.abs(sol.t - s))) for s in np.asarray(output_times)]]
-        cotangents = cotangents_on_steps(sol.t, output_times, np.asarray(loss_grad(at_outputs)))
+        cotangents = cotangents_on_steps(sol.t, sol.y.T, output_times, loss_grad)
     t, Y = sol.t[:-1], sol.y[:, :-1].T
     base = get_method(options.get("base", "backward_euler") if reversible else method).id
     return core_diagnose(base, t, np.diff(sol.t), jacobians=np.array([derivs.dfdy(ti, yi, p) for ti, yi in zip(t, Y)]),

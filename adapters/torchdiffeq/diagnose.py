@@ -57,9 +57,7 @@ def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10,
     boundaries, states = steps.cpu().numpy(), Y.cpu().numpy()
     cotangents = None
     if loss_grad is not None:
-        outputs = t[1:].detach().cpu().numpy()
-        at_outputs = states[[int(abs(boundaries - s).argmin()) for s in outputs]]
-        cotangents = cotangents_on_steps(boundaries, outputs, np.asarray(loss_grad(at_outputs)))
+        cotangents = cotangents_on_steps(boundaries, states, t[1:].detach().cpu().numpy(), loss_grad)
     return core_diagnose(solver.method.id, boundaries[:-1], np.diff(boundaries),
                          jacobians=jac_y.cpu().numpy(), param_jacobians=jac_p.cpu().numpy(),
                          param_names=param_names, params=params.cpu().numpy(), states=states,
