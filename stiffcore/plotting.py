@@ -67,3 +67,54 @@ def plot_reversible(abs_z, rates: dict, bands: dict, path: str, title: str) -> s
 
 def decay_curve(stability, abs_z: np.ndarray) -> np.ndarray:
     return np.abs(stability.derivative(-abs_z))
+
+
+def plot_training_history(history, species, path: str, title: str) -> str:
+    """Loss and each species' scaled error (left), gradient norm (right), against epoch."""
+    plt = pyplot()
+    errors = np.array(history.errors).reshape(len(history), len(species))
+    epochs = np.arange(1, len(history) + 1)
+    fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax_loss.semilogy(epochs, history.loss, "k", linewidth=1.2, label="loss")
+    worst = np.argsort(errors[-1])[::-1][:5] if len(history) else []
+    for i in worst:
+        ax_loss.semilogy(epochs, errors[:, i], linewidth=0.8, alpha=0.8, label=f"{species[i]} scaled MAE")
+    ax_loss.axhline(1e-2, color="grey", linestyle=":", linewidth=0.8)
+    ax_grad.semilogy(epochs, history.grad_norm, "C3", linewidth=0.8)
+    ax_loss.set(xlabel="epoch", ylabel="loss / scaled mean absolute error", title=title)
+    ax_grad.set(xlabel="epoch", ylabel="gradient norm (before normalisation)")
+    ax_loss.legend(fontsize=8)
+    for ax in (ax_loss, ax_grad):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_species_fit(data, prediction, path: str, title: str, log_time: bool = False) -> str:
+    """One panel per species: the training data (dots) and the neural ODE at the same times."""
+    plt = pyplot()
+    n = len(data.species)
+    cols = 1 if n <= 3 else min(5, int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols if cols > 1 else 7, 2.2 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.plot(data.times, data.y[:, i], "o", markersize=3.5, label="data")
+        ax.plot(data.times, prediction[:, i], "-", linewidth=1.5, label="neural ODE")
+        if log_time:
+            ax.set_xscale("log")
+        ax.set_ylabel(data.species[i])
+        ax.grid(True, alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
