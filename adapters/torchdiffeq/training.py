@@ -48,7 +48,7 @@ class Trainer:
     """One recipe's training state on torch; see :func:`stiffcore.training.train`."""
 
     def __init__(self, recipe, data, weights, moments: Moments | None = None, device=None) -> None:
-        as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device)  # noqa: E731
+        as_tensor = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64, device=device)  # noqa: E731 (copies)
         self.recipe = recipe
         self.y_scale, self.y_range = as_tensor(data.y_scale), as_tensor(data.y_range)
         self.field = ScaledVectorField(network(recipe, weights, device=device), self.y_scale, float(data.t_scale))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,9 +36,11 @@ class TrainingData:
         return np.mean(np.abs(prediction - self.y), axis=0) / self.y_range
 
 
+@lru_cache(maxsize=16)
 def make_data(recipe: Recipe, rtol: float = 1e-10) -> TrainingData:
     """Solve the recipe's problem at its true rates with SciPy's Radau and the analytic
-    Jacobian (absolute tolerance 1e-4 rtol times each species' peak), at the recipe's times."""
+    Jacobian (absolute tolerance 1e-4 rtol times each species' peak), at the recipe's times.
+    Cached per recipe (a second of solving); the arrays are read-only."""
     try:
         from scipy.integrate import solve_ivp
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -64,5 +67,7 @@ def make_data(recipe: Recipe, rtol: float = 1e-10) -> TrainingData:
         y_scale, t_scale = y_range, float(times[-1] - t0)
     else:
         y_scale, t_scale = np.ones(y.shape[1]), 1.0
-    return TrainingData(times=times, y=y, y0=np.array(problem.y0, dtype=float), t0=t0, y_scale=y_scale,
-                        t_scale=t_scale, y_range=y_range, species=tuple(problem.species))
+    arrays = dict(times=times, y=y, y0=np.array(problem.y0, dtype=float), y_scale=y_scale, y_range=y_range)
+    for a in arrays.values():
+        a.setflags(write=False)
+    return TrainingData(t0=t0, t_scale=t_scale, species=tuple(problem.species), **arrays)

@@ -69,7 +69,7 @@ def train(recipe: Recipe | str, backend: str = "jax", *, epochs: int | None = No
     """Train the recipe's neural ODE on its data with ``backend`` ("jax" or "torch").
 
     Stops after ``epochs`` (default: the recipe's), when every species' scaled mean
-    absolute error is at most ``target``, after ``max_seconds`` of wall time, on Ctrl-C,
+    absolute error is at most ``target``, after ``max_seconds`` of this run's wall time, on Ctrl-C,
     or when the loss turns non-finite.  ``resume`` continues from a checkpoint's weights,
     history and AdamW moments.  With ``out_dir``, writes ``<recipe>-<backend>.npz`` (every
     ``checkpoint_every`` epochs and at the end), ``-loss.png`` and ``-species.png``.
@@ -99,7 +99,7 @@ def train(recipe: Recipe | str, backend: str = "jax", *, epochs: int | None = No
         weights, moments = init_weights(recipe, n, seed), None
     trainer = trainer_class(recipe, data, weights, moments)
 
-    def checkpoint(path):
+    def save(path):
         return save_checkpoint(path, recipe.name, backend, seed, trainer.weights(), history, trainer.moments())
 
     stem = os.path.join(out_dir, f"{recipe.name}-{backend}") if out_dir else None
@@ -111,23 +111,24 @@ def train(recipe: Recipe | str, backend: str = "jax", *, epochs: int | None = No
     try:
         for epoch in range(epochs):
             loss, grad_norm, errors = trainer.step()
-            elapsed = offset + time.perf_counter() - start
+            elapsed = time.perf_counter() - start  # this run's; the history counts from the first run
             if not np.isfinite(loss):
                 status = (f"diverged: loss {loss} at epoch {len(history) + 1} (the solve failed or overflowed; "
                           "the weights are those of the last finite step)")
                 break
-            history.append(loss, grad_norm, errors, elapsed)
+            history.append(loss, grad_norm, errors, offset + elapsed)
             if bar:
                 bar.update(epoch, force=epoch == epochs - 1, loss=float(loss), worst=float(np.max(errors)))
             # errors were measured before this step's update: confirm on the weights we would return
-            if target is not None and np.max(errors) <= target and np.max(data.scaled_errors(trainer.predict())) <= target:
+            reached = target is not None and np.max(errors) <= target
+            if reached and np.max(data.scaled_errors(trainer.predict())) <= target:
                 status = "target reached"
                 break
             if max_seconds is not None and elapsed >= max_seconds:
                 status = "time limit"
                 break
             if stem and (epoch + 1) % checkpoint_every == 0:
-                checkpoint(stem + ".npz")
+                save(stem + ".npz")
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
@@ -136,7 +137,7 @@ def train(recipe: Recipe | str, backend: str = "jax", *, epochs: int | None = No
     result = TrainingResult(recipe=recipe, backend=backend, data=data, weights=trainer.weights(), history=history,
                             prediction=trainer.predict(), status=status)
     if stem:
-        result.files["checkpoint"] = checkpoint(stem + ".npz")
+        result.files["checkpoint"] = save(stem + ".npz")
         result.files.update(write_figures(result, stem))
     return result
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..catalogue import get_method
+from ..problems import get_problem
 
 ACTIVATIONS = ("gelu", "tanh")
 
@@ -58,9 +59,11 @@ class Recipe:
     reference: str = "Kim et al. 2021, Stiff neural ordinary differential equations, Chaos 31, 093122"
 
     def __post_init__(self) -> None:
+        get_problem(self.problem)  # raises naming the known problems
         times = np.asarray(self.times, dtype=float)
         if times.ndim != 1 or times.size < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
             raise ValueError(f"recipe {self.name!r}: times must be at least 2 finite, strictly increasing values")
+        object.__setattr__(self, "times", tuple(map(float, times)))  # hashable and comparable, however given
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"recipe {self.name!r}: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         for field_name in ("width", "depth", "epochs", "max_steps"):
@@ -79,6 +82,7 @@ class Recipe:
         if not (method.has_error_estimate and method.is_implicit):
             raise ValueError(f"recipe {self.name!r}: method {self.method!r} must be an implicit method with an "
                              "embedded error estimate (a stiff, adaptive solve)")
+        object.__setattr__(self, "method", method.id)  # "Rodas5P" -> "rodas5p", torchdiffeq's string
 
     def baseline(self) -> "Recipe":
         """The paper's failing baseline: one hidden layer of 50 tanh units, no scaling."""
