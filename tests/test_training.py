@@ -249,6 +249,7 @@ def test_a_failed_torch_solve_is_a_nan_loss(rober_data):
     cramped = replace(ROBER, max_steps=5)
     trainer = torch_training.Trainer(cramped, rober_data, init_weights(cramped, 3))
     assert np.isnan(trainer.step()[0])
+    assert np.all(np.isnan(trainer.predict()))
 
 
 def test_float32_jax_is_warned(rober_data):

@@ -63,20 +63,24 @@ class Trainer:
                                            eps=1e-8, weight_decay=recipe.weight_decay / recipe.learning_rate)
         if moments is not None:
             flat = lambda pairs: [a for pair in pairs for a in pair]  # noqa: E731
-            for p, first, second in zip(self.field.parameters(), flat(moments.first), flat(moments.second)):
-                self.optimiser.state[p] = {"step": torch.tensor(float(moments.step)), "exp_avg": as_tensor(first),
-                                           "exp_avg_sq": as_tensor(second)}
+            for p, m1, m2 in zip(self.field.parameters(), flat(moments.first), flat(moments.second)):
+                self.optimiser.state[p] = {"step": torch.tensor(float(moments.step)), "exp_avg": as_tensor(m1),
+                                           "exp_avg_sq": as_tensor(m2)}
 
-    def _solve(self) -> torch.Tensor:
-        ys = odeint(self.field, self.y0, self.times, method=self.recipe.method, rtol=self.recipe.rtol,
-                    atol=self.recipe.atol * self.y_scale, options=self.options)
+    def _solve(self) -> torch.Tensor | None:
+        """The outputs, or None when the solve fails (too many steps, NaN or inf on the way):
+        reported as a NaN loss, as JAX reports it, never as a number."""
+        try:
+            ys = odeint(self.field, self.y0, self.times, method=self.recipe.method, rtol=self.recipe.rtol,
+                        atol=self.recipe.atol * self.y_scale, options=self.options)
+        except (RuntimeError, FloatingPointError):
+            return None
         return ys[1:] if self.from_t0 else ys
 
     def step(self):
         parameters = list(self.field.parameters())
-        try:
-            ys = self._solve()
-        except (RuntimeError, ValueError):  # a failed solve: report it as a non-finite loss
+        ys = self._solve()
+        if ys is None:
             return float("nan"), float("nan"), np.full(self.observed.shape[1], np.nan)
         loss = torch.mean(torch.abs(ys - self.observed) / self.y_scale)
         self.optimiser.zero_grad()
@@ -94,7 +98,8 @@ class Trainer:
 
     def predict(self) -> np.ndarray:
         with torch.no_grad():
-            return self._solve().cpu().numpy()
+            ys = self._solve()
+        return np.full(tuple(self.observed.shape), np.nan) if ys is None else ys.cpu().numpy()
 
     def weights(self) -> list:
         return self._pairs(lambda p: p)
