@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Sequence
+
+
+def did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
+    """`` Did you mean 'x'?`` for the closest candidate, or "" (for unknown-name errors)."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def fmt(value: Any) -> str:

@@ -18,7 +18,9 @@ exact gradients of the reversible discrete map in memory flat in the number of s
 
 from __future__ import annotations
 
-from stiffcore.catalogue import method_ids
+import diffrax
+
+from stiffcore.catalogue import get_method, method_ids
 
 from ._solvers import ImplicitRungeKuttaSolver, RosenbrockSolver, solver_class
 from .adjoint import ReversibleAdjoint
@@ -30,5 +32,19 @@ SOLVER_IDS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.
 SOLVERS = {cls.__name__: cls for cls in map(solver_class, SOLVER_IDS)}
 globals().update(SOLVERS)  # RadauIIA5, Rodas5P, ... importable from this module
 
-__all__ = ["SOLVERS", "SOLVER_IDS", "ImplicitRungeKuttaSolver", "Reversible", "ReversibleAdjoint", "RosenbrockSolver", "solver_class",
+#: diffrax's own solvers of catalogue methods, by catalogue id (the conformance suite checks them too)
+NATIVE = {"backward_euler": "ImplicitEuler", "kvaerno3": "Kvaerno3", "kvaerno4": "Kvaerno4", "kvaerno5": "Kvaerno5"}
+
+
+def diffrax_solver(method_id: str) -> type:
+    """The diffrax solver class of a catalogue method: ours, else diffrax's own (Kvaerno3/4/5)."""
+    m = get_method(method_id)
+    if m.name in SOLVERS:
+        return SOLVERS[m.name]
+    if m.id in NATIVE:
+        return getattr(diffrax, NATIVE[m.id])
+    offered = dict.fromkeys([*SOLVER_IDS, *NATIVE])
+    raise ValueError(f"{m.id!r} has no diffrax solver; these methods do: {', '.join(offered)}")
+
+__all__ = ["NATIVE", "SOLVERS", "SOLVER_IDS", "diffrax_solver", "ImplicitRungeKuttaSolver", "Reversible", "ReversibleAdjoint", "RosenbrockSolver", "solver_class",
            *SOLVERS]

@@ -19,7 +19,6 @@ from stiffcore.catalogue import method_ids
 from stiffcore.plugins import Backend, hookimpl, hooks_from_linear_gradient
 
 OURS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.startswith("kvaerno"))
-NATIVE = {"backward_euler": "ImplicitEuler", "kvaerno3": "Kvaerno3", "kvaerno4": "Kvaerno4", "kvaerno5": "Kvaerno5"}
 ROOT_TOL = dict(rtol=1e-10, atol=1e-14)   # with full Newton: stage equations to round-off
 NATIVE_ROOT_TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -35,9 +34,9 @@ def _solver(method_id: str, native: bool, tight: bool = True):
     import diffrax
     import optimistix as optx
 
-    from . import SOLVERS, solver_class
+    from . import NATIVE, diffrax_solver
 
-    cls = getattr(diffrax, NATIVE[method_id]) if native else SOLVERS[solver_class(method_id).__name__]
+    cls = getattr(diffrax, NATIVE[method_id]) if native else diffrax_solver(method_id)
     if tight and issubclass(cls, diffrax.AbstractImplicitSolver):
         # ours: full Newton (fixed grids take large steps on which a chord iteration may
         # stall); diffrax's own solvers iterate on stage derivatives, whose round-off floor

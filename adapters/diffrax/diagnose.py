@@ -10,18 +10,15 @@ import numpy as np
 
 from stiffcore.catalogue import get_method
 
-#: diffrax's own solvers under their catalogue ids
-_DIFFRAX_NAMES = {"ImplicitEuler": "backward_euler"}
-
-
 def method_id(solver) -> str:
     """The catalogue id of a diffrax solver instance (ours or diffrax's own)."""
+    from . import NATIVE
     from .reversible import Reversible
 
     if isinstance(solver, Reversible):
         solver = solver.base_solver
     name = type(solver).__name__
-    return get_method(_DIFFRAX_NAMES.get(name, name)).id
+    return get_method({cls: mid for mid, cls in NATIVE.items()}.get(name, name)).id
 
 
 def diagnose(term, solver, t0, t1, dt0, y0, args, *, stepsize_controller=None, param_names=None,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from stiffcore.plugins import Backend, hookimpl
 
-from .backend import NATIVE, make_hooks
+from . import NATIVE
+from .backend import make_hooks
 
 
 @hookimpl

@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stiffcore.catalogue import get_method
 from stiffcore.training.checkpoint import Moments
 
-from . import SOLVERS
+from . import diffrax_solver
 
 class ScaledVectorField(eqx.Module):
     """du/dt = NN(u) * y_scale / t_scale (Kim et al. 2021, Eq. 10).  The scales are static:
@@ -64,15 +63,8 @@ def normalise_gradient(norm: float) -> optax.GradientTransformation:
 
 
 def optimiser(recipe) -> optax.GradientTransformation:
-    # optax multiplies weight_decay by the learning rate; the recipe's is per step
-    adamw = optax.adamw(recipe.learning_rate, b1=0.9, b2=0.999, eps=1e-8,
-                        weight_decay=recipe.weight_decay / recipe.learning_rate)
+    adamw = optax.adamw(recipe.learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=recipe.adamw_weight_decay)
     return adamw if recipe.gradient_norm is None else optax.chain(normalise_gradient(recipe.gradient_norm), adamw)
-
-
-def solver(method_id: str):
-    name = get_method(method_id).name
-    return SOLVERS[name]() if name in SOLVERS else getattr(diffrax, name)()  # diffrax's own Kvaerno3/4/5
 
 
 class Trainer:
@@ -95,9 +87,8 @@ class Trainer:
                                                        mu=as_tree(moments.first), nu=as_tree(moments.second))
         y_scale, y_range = jnp.asarray(data.y_scale, dtype), jnp.asarray(data.y_range, dtype)
         times, observed, y0 = (jnp.asarray(a, dtype) for a in (data.times, data.y, data.y0))
-        first = data.times[data.times > data.t0][0]
         controller = diffrax.PIDController(rtol=recipe.rtol, atol=recipe.atol * y_scale)
-        method = solver(recipe.method)
+        method = diffrax_solver(recipe.method)()
         # a checkpoint per step: states are a few floats, and the backward pass recomputes
         # nothing (the default, log2(max_steps) checkpoints, made an epoch ~1.5x slower)
         adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=recipe.max_steps)
@@ -105,7 +96,7 @@ class Trainer:
         def predict(params):
             sol = diffrax.diffeqsolve(
                 diffrax.ODETerm(eqx.combine(params, self.static)), method, data.t0, data.times[-1],
-                1e-2 * (first - data.t0), y0, saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
+                data.first_step, y0, saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller,
                 max_steps=recipe.max_steps, throw=False, adjoint=adjoint)
             # a failed solve (too many steps, Newton failure) makes the loss NaN, never silently wrong
             return jnp.where(sol.result == diffrax.RESULTS.successful, sol.ys, jnp.nan)

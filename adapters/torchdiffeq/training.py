@@ -56,11 +56,9 @@ class Trainer:
         # odeint needs increasing times that start at t0; drop the t0 output again if it is not data
         self.from_t0 = bool(data.times[0] > data.t0)
         self.times = as_tensor(np.concatenate([[data.t0], data.times]) if self.from_t0 else data.times)
-        first = float(data.times[data.times > data.t0][0])
-        self.options = dict(autonomous=True, max_num_steps=recipe.max_steps, first_step=1e-2 * (first - data.t0))
-        # torch multiplies weight_decay by the learning rate; the recipe's is per step
+        self.options = dict(autonomous=True, max_num_steps=recipe.max_steps, first_step=data.first_step)
         self.optimiser = torch.optim.AdamW(self.field.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.999),
-                                           eps=1e-8, weight_decay=recipe.weight_decay / recipe.learning_rate)
+                                           eps=1e-8, weight_decay=recipe.adamw_weight_decay)
         if moments is not None:
             flat = lambda pairs: [a for pair in pairs for a in pair]  # noqa: E731
             for p, m1, m2 in zip(self.field.parameters(), flat(moments.first), flat(moments.second)):
@@ -89,9 +87,10 @@ class Trainer:
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             return float(loss.detach()), float(grad_norm), np.full(self.observed.shape[1], np.nan)
         if self.recipe.gradient_norm is not None:
+            scale = self.recipe.gradient_norm / grad_norm.clamp_min(torch.finfo(grad_norm.dtype).tiny)
             with torch.no_grad():
                 for p in parameters:
-                    p.grad.mul_(self.recipe.gradient_norm / grad_norm.clamp_min(torch.finfo(grad_norm.dtype).tiny))
+                    p.grad.mul_(scale)
         self.optimiser.step()
         errors = (torch.mean(torch.abs(ys.detach() - self.observed), dim=0) / self.y_range).cpu().numpy()
         return float(loss.detach()), float(grad_norm), errors

@@ -7,8 +7,7 @@ never hold their own copy.
 
 from __future__ import annotations
 
-import difflib
-
+from ..report import did_you_mean
 from . import multistep, rosenbrock, runge_kutta
 from .method import FAMILIES, Method
 from .tableau import ButcherTableau, MultistepCoefficients, RosenbrockTableau
@@ -34,9 +33,7 @@ def get_method(key: str | Method) -> Method:
         raise TypeError(f"a method is named by a string id, got {type(key).__name__}: {key!r}")
     method = METHODS.get(key) or _BY_NAME.get(key.lower())
     if method is None:
-        candidates = list(METHODS) + [m.name for m in METHODS.values()]
-        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(key, list(METHODS) + [m.name for m in METHODS.values()], cutoff=0.5)
         raise UnknownMethodError(f"unknown method {key!r}.{hint} Valid ids: {', '.join(METHODS)}")
     return method
 

@@ -6,8 +6,7 @@ problems' parameters, so gradients with respect to k (or log k) are meaningful.
 
 from __future__ import annotations
 
-import difflib
-
+from ..report import did_you_mean
 from .base import MassActionNetwork, Problem
 from .linear import test_equation
 from .pollu import POLLU
@@ -22,7 +21,5 @@ __all__ = ["Problem", "MassActionNetwork", "ROBER", "POLLU", "VANDERPOL", "PROBL
 
 def get_problem(name: str) -> Problem:
     if name not in PROBLEMS:
-        close = difflib.get_close_matches(name, PROBLEMS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown problem {name!r}.{hint} Known problems: {', '.join(PROBLEMS)}")
+        raise ValueError(f"unknown problem {name!r}.{did_you_mean(name, PROBLEMS)} Known problems: {', '.join(PROBLEMS)}")
     return PROBLEMS[name]

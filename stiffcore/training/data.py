@@ -27,6 +27,11 @@ class TrainingData:
     y_range: np.ndarray
     species: tuple
 
+    @property
+    def first_step(self) -> float:
+        """The solves' first step: 1% of the way to the first output after t0."""
+        return 1e-2 * float(self.times[self.times > self.t0][0] - self.t0)
+
     def scaled_errors(self, prediction: np.ndarray) -> np.ndarray:
         """Mean absolute error of each species divided by its range: the recipes' target is
         every entry <= 1e-2.  ``prediction`` has the shape of ``y``."""

@@ -58,9 +58,8 @@ def load_trainer_class(backend: str):
         raise ValueError(f"unknown training backend {backend!r}; choose one of {', '.join(TRAINERS)}")
     try:
         return importlib.import_module(TRAINERS[backend]).Trainer
-    except ImportError as exc:
-        extra = {"jax": "jax", "torch": "torch"}[backend]
-        raise RuntimeError(f"the {backend} recipe needs {exc.name}: pip install 'stiffcore[{extra}]'") from exc
+    except ImportError as exc:  # the extras are named like the backends
+        raise RuntimeError(f"the {backend} recipe needs {exc.name}: pip install 'stiffcore[{backend}]'") from exc
 
 
 def train(recipe: Recipe | str, backend: str = "jax", *, epochs: int | None = None, seed: int = 0,

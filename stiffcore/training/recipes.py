@@ -8,13 +8,13 @@ imports a framework.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..catalogue import get_method
 from ..problems import get_problem
+from ..report import did_you_mean
 
 ACTIVATIONS = ("gelu", "tanh")
 
@@ -31,7 +31,7 @@ class Recipe:
 
     ``weight_decay`` is AdamW's decoupled decay per step (Flux's ``ADAMW`` convention, as in
     the paper's code); optax and torch multiply their ``weight_decay`` by the learning rate,
-    so the backends pass ``weight_decay / learning_rate``.  ``gradient_norm`` rescales every
+    so the backends pass :attr:`adamw_weight_decay`.  ``gradient_norm`` rescales every
     gradient to that Euclidean norm before AdamW (the paper's POLLU recipe).
 
     The solve uses catalogue ``method`` with relative tolerance ``rtol`` and absolute
@@ -84,6 +84,11 @@ class Recipe:
                              "embedded error estimate (a stiff, adaptive solve)")
         object.__setattr__(self, "method", method.id)  # "Rodas5P" -> "rodas5p", torchdiffeq's string
 
+    @property
+    def adamw_weight_decay(self) -> float:
+        """``weight_decay`` as optax's and torch's AdamW take it (they multiply it by the rate)."""
+        return self.weight_decay / self.learning_rate
+
     def baseline(self) -> "Recipe":
         """The paper's failing baseline: one hidden layer of 50 tanh units, no scaling."""
         return replace(self, name=f"{self.name}_unscaled", width=50, depth=1, activation="tanh", scaled=False,
@@ -109,8 +114,6 @@ def get_recipe(name: str) -> Recipe:
     if name.endswith("_unscaled") and name[: -len("_unscaled")] in RECIPES:
         return RECIPES[name[: -len("_unscaled")]].baseline()
     if name not in RECIPES:
-        close = difflib.get_close_matches(name, RECIPES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown training recipe {name!r}.{hint} Known recipes: "
+        raise ValueError(f"unknown training recipe {name!r}.{did_you_mean(name, RECIPES)} Known recipes: "
                          f"{', '.join(RECIPES)} (and their baselines {', '.join(n + '_unscaled' for n in RECIPES)})")
     return RECIPES[name]
