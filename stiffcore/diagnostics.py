@@ -327,7 +327,7 @@ def _advice(diag, m, states, t, h, coupling):
     if coupling is not None:
         zs = diag.z[np.real(diag.z) < 0]
         if zs.size:
-            choice = optimal_coupling(m, zs, n_steps=max(diag.h.size, 1))
+            choice = optimal_coupling(m, zs, n_steps=max(diag.h.size, 1), warn=False)  # reported below
             advice.append(f"reversible: coupling {choice.coupling:.4g} minimises growth over this spectrum "
                           f"(forward {choice.forward:.4g}, reconstruction {choice.reconstruction:.4g} per step, "
                           f"{choice.digits_lost:.1f} digits lost over {diag.h.size} steps)")

@@ -19,6 +19,7 @@ both, find the unstable band and choose the coupling.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -149,6 +150,11 @@ def amplification(base: str | Method, z, coupling: float = DEFAULT_COUPLING, n_s
 DIGITS_LOST_WARNING = 3.0
 
 
+#: Largest state whose spectrum the adapters compute for the warning (an n^3 eigensolve on the
+#: host); above it only the slow-mode loss n log10(1/coupling) is checked.
+EIGEN_CHECK_MAX_N = 500
+
+
 def instability_warning(base: str | Method, z, coupling: float = DEFAULT_COUPLING, n_steps: int | None = None
                         ) -> str | None:
     """A message when the reversible pair amplifies perturbations too much on a decaying mode
@@ -156,9 +162,16 @@ def instability_warning(base: str | Method, z, coupling: float = DEFAULT_COUPLIN
     None.  Without ``n_steps``: growth above :data:`STABLE_GROWTH` per step.  With it: more
     than :data:`DIGITS_LOST_WARNING` digits lost over the whole solve, growth^n, which also
     catches a mild per-step growth compounded over many steps (coupling 0.999 rebuilds slow
-    modes with growth 1/0.999 per step: 0.43 digits per 1000 steps)."""
-    z = np.asarray(z)
-    z = z[np.isfinite(z) & (np.real(z) < 0)]
+    modes with growth 1/0.999 per step: 0.43 digits per 1000 steps).
+
+    ``z`` may be None where the spectrum is too costly to compute (large states): with
+    ``n_steps`` the slowest modes (z -> 0, which every problem has in the limit) are checked
+    all the same, since their loss n log10(1/coupling) needs no eigenvalues.  Oscillatory
+    modes on the imaginary axis count as decaying ones: the exact flow does not grow there."""
+    z = np.ravel(np.asarray([] if z is None else z, dtype=complex))
+    z = z[np.isfinite(z) & (np.real(z) <= 0)]
+    if n_steps is not None:
+        z = np.append(z, 0.0)
     if z.size == 0:
         return None
     name = _base(base).id
@@ -254,11 +267,14 @@ class CouplingChoice:
         return self.n_steps * math.log10(max(self.forward, self.reconstruction, 1.0))
 
 
-def optimal_coupling(base: str | Method, z, n_steps: int, bounds=(1e-3, 0.999)) -> CouplingChoice:
+def optimal_coupling(base: str | Method, z, n_steps: int, bounds=(1e-3, 0.999), warn: bool = True
+                     ) -> CouplingChoice:
     """Coupling in ``bounds`` minimising max over z of max(forward, reconstruction) growth.
 
     ``z`` is the set of h*mu a problem visits (spectrum times step sizes).  Growth compounds
-    over ``n_steps``; the result says how many digits that costs.
+    over ``n_steps``; the result says how many digits that costs, and (``warn``) a
+    ``RuntimeWarning`` says so when even the best coupling loses more than
+    :data:`DIGITS_LOST_WARNING` digits (0.999 over 1e6 steps: 434 digits).
     """
     method = _base(base)
     z = as_z(z)
@@ -283,7 +299,13 @@ def optimal_coupling(base: str | Method, z, n_steps: int, bounds=(1e-3, 0.999)) 
             a = c
     best = min(((a + b) / 2, grid[k]), key=worst)
     fwd, rec = growth_rates(method, z, best)
-    return CouplingChoice(float(best), float(np.max(fwd)), float(np.max(rec)), int(n_steps))
+    choice = CouplingChoice(float(best), float(np.max(fwd)), float(np.max(rec)), int(n_steps))
+    if warn and choice.digits_lost > DIGITS_LOST_WARNING:
+        warnings.warn(f"optimal_coupling({method.id}): the best coupling in {tuple(bounds)}, {choice.coupling:.4g}, "
+                      f"still loses about {choice.digits_lost:.3g} digits over {n_steps} steps; rebuilt states and "
+                      "gradients will be wrong. Take fewer steps or use a non-reversible adjoint.",
+                      RuntimeWarning, stacklevel=2)
+    return choice
 
 
 def predict_reconstruction_error(base: str | Method, z, coupling: float, n_steps: int, perturbation: float,

@@ -6,6 +6,7 @@ import pytest
 from helpers import fitted_order, order_defects, rosenbrock_dense, rosenbrock_step
 from scipy.integrate import solve_ivp
 
+from stiffcore.catalogue.dense import dense_matrix, interpolation_order
 from stiffcore.catalogue import (
     METHODS, ButcherTableau, RosenbrockTableau, UnknownMethodError, get_method, method_ids,
 )
@@ -109,19 +110,31 @@ def test_rosenbrock_convergence_order(method):
     assert fitted_order(hs, err_emb) > method.embedded_order - 0.3
 
 
+def _dense_at(method, y0, k, theta):
+    """The core's continuous extension y0 + sum_k (D k)_k theta^k."""
+    coeffs = dense_matrix(method) @ k
+    return y0 + sum(c * theta ** (i + 1) for i, c in enumerate(coeffs))
+
+
 @pytest.mark.parametrize("method", [m for m in ROS if m.has_dense_output], ids=lambda m: m.id)
 def test_rosenbrock_dense_output(method):
-    """Steinebach's interpolant: exact at theta = 0, 1 and of order >= 3 in between."""
+    """The published interpolants (Steinebach's for Rodas, ode23s's for Rosenbrock23): exact at
+    theta = 0, 1, of their stated order in between, and Steinebach's nested form where given."""
     f, jac, y0 = _problem()
     errs, hs = [], []
     for h in (0.1, 0.05, 0.025):
         y1, _, k = rosenbrock_step(method.coefficients, f, jac, y0, h)
-        np.testing.assert_allclose(rosenbrock_dense(method.coefficients, y0, y1, k, 1.0), y1, rtol=1e-14)
-        np.testing.assert_allclose(rosenbrock_dense(method.coefficients, y0, y1, k, 0.0), y0, rtol=1e-14)
-        mid = rosenbrock_dense(method.coefficients, y0, y1, k, 0.5)
+        np.testing.assert_allclose(_dense_at(method, y0, k, 1.0), y1, rtol=1e-14)
+        np.testing.assert_allclose(_dense_at(method, y0, k, 0.0), y0, rtol=1e-14)
+        if method.coefficients.dense_transformed is not None:
+            for theta in (0.3, 0.7):
+                np.testing.assert_allclose(_dense_at(method, y0, k, theta),
+                                           rosenbrock_dense(method.coefficients, y0, y1, k, theta), rtol=1e-12)
+        mid = _dense_at(method, y0, k, 0.5)
         errs.append(np.max(np.abs(mid - _reference(f, y0, h / 2))))
         hs.append(h)
-    assert fitted_order(hs, errs) > 3.5  # local error O(h^(q+1)), q >= 3
+    assert interpolation_order(method) >= 2
+    assert fitted_order(hs, errs) > interpolation_order(method) + 0.5  # local error O(h^(q+1))
 
 
 @pytest.mark.parametrize("mid", ["radau_iia3", "radau_iia5", "gauss_legendre4", "gauss_legendre6"])
@@ -218,3 +231,19 @@ def test_malformed_tableaus_name_the_entry():
         RosenbrockTableau.from_transformed(0.5, a=[[0, 0], [1, 0]], C=[[0, 0], [0, 0]], m=[0.5, 0.5], c=[0, 0.9])
     with pytest.raises(ValueError, match="not zero-stable"):
         bdf_coefficients(7)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.values() if m.has_error_estimate], ids=lambda m: m.id)
+def test_embedded_estimates_see_linear_problems_or_are_refused(method):
+    """On y' = lambda y the estimate is (R(z) - R^(z)) y0: a pair with R^ == R estimates
+    nothing (ROS3P: its estimate was exactly zero on y' = -y) and must not choose steps."""
+    tab = method.coefficients
+    matrix = tab.stability_matrix if isinstance(tab, RosenbrockTableau) else tab.a
+    ones = np.ones(tab.stages)
+
+    def R(weights, z):
+        return 1 + z * weights @ np.linalg.solve(np.eye(tab.stages) - z * matrix, ones)
+    b0 = getattr(tab, "b0_embedded", 0.0)
+    gap = max(abs(R(tab.b, z) - R(tab.b_embedded, z) - b0 * z) for z in (-0.1, -1.0, -10.0))
+    assert (gap < 1e-13) == (method.estimate_defect is not None), (method.id, gap)
+    assert method.adaptive == (method.estimate_defect is None)

@@ -139,7 +139,8 @@ def test_optimal_coupling():
     assert choice.coupling > 0.99
     assert choice.reconstruction < 1.0011 and choice.digits_lost < 0.5
     wide = -np.geomspace(0.01, 1e6, 100)
-    choice = optimal_coupling("backward_euler", wide, n_steps=1000)
+    with pytest.warns(RuntimeWarning, match="digits over 1000 steps"):
+        choice = optimal_coupling("backward_euler", wide, n_steps=1000)
     assert choice.coupling < 0.9
     assert choice.digits_lost > 16  # no coupling keeps 1000 steps over this spectrum usable in float64
     worse = max(growth_rates("backward_euler", wide, 0.999)[1].max(), growth_rates("backward_euler", wide, 0.3)[1].max())
@@ -224,3 +225,19 @@ def test_reversible_step_vjp_is_the_transposed_jacobian_of_the_pair_map():
     a = rng.normal(size=6)
     a_y0, a_z0 = reversible_step_vjp(a[:3], a[3:], lambda v: Pb.T @ v, lambda v: Pf.T @ v, lam)
     assert np.allclose(np.concatenate([a_y0, a_z0]), M.T @ a, rtol=1e-13, atol=1e-13)
+
+
+def test_optimal_coupling_at_its_bound_over_a_long_solve_warns():
+    with pytest.warns(RuntimeWarning, match="still loses about"):
+        choice = optimal_coupling("backward_euler", [-1.2, -1e3, -1e6], n_steps=1_000_000)
+    assert choice.coupling == pytest.approx(0.999, abs=1e-3) and choice.digits_lost > 100
+
+
+def test_instability_warning_needs_no_spectrum_for_slow_modes_and_sees_oscillators():
+    from stiffcore.reversible import instability_warning
+
+    # a large state: no eigenvalues, yet 1e4 steps at coupling 0.999 lose 4.3 digits on slow modes
+    assert "digits over 10000 steps" in instability_warning("rk4", None, 0.999, n_steps=10_000)
+    assert instability_warning("rk4", None, 0.999, n_steps=1000) is None
+    # an undamped oscillator (z on the imaginary axis) was skipped as "not decaying"
+    assert "digits over 100000 steps" in instability_warning("rk4", [0.5j, -0.5j], 0.999, n_steps=100_000)

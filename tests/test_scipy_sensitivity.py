@@ -141,3 +141,10 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         solve_ivp_sensitivity(**args)
+
+
+def test_a_nan_loss_is_a_failure_not_a_success():
+    res = solve_ivp_sensitivity(ROBER.rhs, (0.0, 1.0), ROBER.y0, ROBER.params, method="RadauIIA5", t_eval=[1.0],
+                                mode="reverse", loss=lambda Y: np.nan * Y.sum(), loss_grad=lambda Y: np.nan * Y,
+                                jac=ROBER.jac, jac_p=ROBER.jac_p)
+    assert not res.success and res.status == -1 and "not finite" in res.message

@@ -11,9 +11,9 @@ from scipy.sparse import csr_matrix
 import stiffcore.adapters.scipy as sc
 from stiffcore.problems import POLLU, ROBER, VANDERPOL
 
-ADAPTIVE = ["RadauIIA5", "Rodas5P", "Rodas4", "ROS3P", "Rosenbrock23", "TRBDF2", "Kvaerno3", "Kvaerno4", "Kvaerno5"]
+ADAPTIVE = ["RadauIIA5", "Rodas5P", "Rodas4", "Rosenbrock23", "TRBDF2", "Kvaerno3", "Kvaerno4", "Kvaerno5"]
 FIXED_ONLY = ["BackwardEuler", "Trapezoid", "ImplicitMidpoint", "GaussLegendre4", "GaussLegendre6",
-              "LobattoIIIC2", "RadauIIA3", "SDIRK2"]
+              "LobattoIIIC2", "RadauIIA3", "SDIRK2", "ROS3P"]
 
 
 def rel_error(sol, problem, rtol):
@@ -31,6 +31,14 @@ def test_method_strings_are_registered_without_shadowing_scipy():
     assert scipy_ivp.METHODS["Radau"] is Radau and scipy_ivp.METHODS["BDF"] is BDF
     assert scipy_ivp.METHODS["LSODA"] is LSODA
     assert sc.register() == []  # idempotent
+
+
+def test_ros3p_refuses_adaptive_steps_with_the_reason():
+    """Its estimate was exactly zero on y' = -y (-9.7e-3 instead of 4.5e-5 at rtol 1e-6, "successful")."""
+    with pytest.raises(ValueError, match="vanishes identically on linear problems"):
+        solve_ivp(lambda t, y: -y, (0, 10), [1.0], method="ROS3P", rtol=1e-6)
+    sol = solve_ivp(lambda t, y: -y, (0, 10), [1.0], method="ROS3P", first_step=1e-2, adaptive=False)
+    assert abs(sol.y[0, -1] - np.exp(-10)) < 1e-8
 
 
 def test_classes_document_themselves():

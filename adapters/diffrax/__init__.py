@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import diffrax
 
-from stiffcore.catalogue import get_method, method_ids
+from stiffcore.catalogue import get_method
 
-from ._solvers import ImplicitRungeKuttaSolver, RosenbrockSolver, solver_class
 from .adjoint import ReversibleAdjoint
 from .reversible import Reversible
+from .solvers import (
+    ROS3P, SDIRK2, SOLVERS, TRBDF2, BackwardEuler, GaussLegendre4, GaussLegendre6, ImplicitMidpoint,
+    ImplicitRungeKuttaSolver, LobattoIIIC2, RadauIIA3, RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, RosenbrockSolver,
+    Trapezoid, solver_class,
+)
 
 #: The catalogue methods offered as diffrax solvers: the implicit one-step methods that
 #: diffrax does not ship (it has Kvaerno3/4/5).
-SOLVER_IDS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.startswith("kvaerno"))
-SOLVERS = {cls.__name__: cls for cls in map(solver_class, SOLVER_IDS)}
-globals().update(SOLVERS)  # RadauIIA5, Rodas5P, ... importable from this module
+SOLVER_IDS = tuple(cls.method_id for cls in SOLVERS.values())
 
 #: diffrax's own solvers of catalogue methods, by catalogue id (the conformance suite checks them too)
 NATIVE = {"backward_euler": "ImplicitEuler", "kvaerno3": "Kvaerno3", "kvaerno4": "Kvaerno4", "kvaerno5": "Kvaerno5"}

@@ -1,15 +1,22 @@
 """One step of a catalogue method in JAX on a flat state: implicit RK and Rosenbrock.
 
-``f(t, y)`` maps flat vectors to flat vectors.  Implicit stage blocks are solved with an
-Optimistix root finder, whose implicit adjoint differentiates the stage equations by the
-implicit function theorem (the linear solve with the Jacobian at the solution), so
-reverse-mode gradients through diffrax's default adjoint are those of the discrete map
-whatever the Newton tolerance.  Rosenbrock steps are explicit given J = jacfwd(f), which
-JAX differentiates exactly.  The stepping scheme (stage blocks, solution and error
-weights, error filter) is the catalogue's :func:`~stiffcore.catalogue.schemes.runge_kutta_scheme`.
+``f(t, y)`` maps flat vectors to flat vectors.  Both steps are written on increments
+(``Z_j = h K_j`` for Runge-Kutta stages, the transformed ``k_j`` for Rosenbrock) so that
+nothing divides by h: a zero-length step is the identity with finite derivatives.  That
+matters under ``jax.vmap``, where batch elements that have finished keep taking steps of
+length zero and their (discarded) values still enter the backward pass.
+
+Implicit stage blocks are solved with an Optimistix root finder, whose implicit adjoint
+differentiates the stage equations by the implicit function theorem, so reverse-mode
+gradients through diffrax's default adjoint are those of the discrete map whatever the
+Newton tolerance.  Rosenbrock steps are explicit given J = jacfwd(f), which JAX
+differentiates exactly.  The stepping scheme (stage blocks, solution and error weights,
+error filter) is the catalogue's :func:`~stiffcore.catalogue.schemes.runge_kutta_scheme`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +28,14 @@ from stiffcore.catalogue import Method
 from stiffcore.catalogue.schemes import runge_kutta_scheme
 
 
-def _weighted(rows, vectors):
+class Step(NamedTuple):
+    y1: jax.Array
+    error: jax.Array | None        # local error estimate (None without an embedded method)
+    result: optx.RESULTS
+    increments: jax.Array          # (stages, n): what the method's dense matrix acts on
+
+
+def weighted(rows, vectors):
     """sum_j rows[j] * vectors[j] over the nonzero weights (0.0 if there are none)."""
     out = 0.0
     for w, v in zip(rows, vectors):
@@ -30,22 +44,23 @@ def _weighted(rows, vectors):
     return out
 
 
-def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: int):
-    """(y1, error or None, optimistix result) of one implicit Runge-Kutta step."""
+def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: int) -> Step:
+    """One implicit Runge-Kutta step on stage increments ``Z = h K``."""
     sch = runge_kutta_scheme(method)
-    K: list = [None] * sch.stages
+    Z: list = [None] * sch.stages
     Y_last, result = y0, optx.RESULTS.successful
     for block in sch.blocks:
         idx = block.stages
-        psi = [y0 + h * _weighted(sch.a[i, :idx[0]], K[:idx[0]]) if idx[0] else y0 for i in idx]
+        psi = [y0 + weighted(sch.a[i, :idx[0]], Z[:idx[0]]) if idx[0] else y0 for i in idx]
         if not block.implicit:
             i = idx[0]
-            K[i] = f0 if (i == 0 and sch.c[0] == 0) else f(t0 + float(sch.c[i]) * h, psi[0])
+            Z[i] = h * (f0 if (i == 0 and sch.c[0] == 0) else f(t0 + float(sch.c[i]) * h, psi[0]))
             Y_last = psi[0]
             continue
         times = tuple(t0 + float(sch.c[i]) * h for i in idx)
-        guess_slope = K[idx[0] - 1] if idx[0] else f0
-        guess = jnp.stack([p + h * float(block.a_block[r].sum()) * guess_slope for r, p in enumerate(psi)])
+        # predictor: the last increment (or h f0) spread over the block's rows
+        slope = Z[idx[0] - 1] if idx[0] else h * f0
+        guess = jnp.stack([p + float(block.a_block[r].sum()) * slope for r, p in enumerate(psi)])
         a_block = block.a_block
 
         def residual(Y, psi_h, times=times, a_block=a_block):
@@ -59,18 +74,18 @@ def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: i
                              max_steps=max_steps)
         result = optx.RESULTS.where(result == optx.RESULTS.successful, sol.result, result)
         Y = sol.value
-        for r, i in enumerate(idx):  # K_B = A_BB^-1 (Y_B - psi_B) / h
-            K[i] = _weighted(block.a_block_inv[r], [(Y[k] - psi[k]) / h for k in range(len(idx))])
+        for r, i in enumerate(idx):  # Z_B = A_BB^-1 (Y_B - psi_B)
+            Z[i] = weighted(block.a_block_inv[r], [Y[k] - psi[k] for k in range(len(idx))])
         Y_last = Y[-1]
-    y1 = Y_last if sch.solution_is_last_stage else y0 + h * _weighted(sch.b, K)
+    y1 = Y_last if sch.solution_is_last_stage else y0 + weighted(sch.b, Z)
     error = None
     if sch.error_weights is not None:
-        error = jax.lax.stop_gradient(h * _weighted(sch.error_weights, K))
+        error = jax.lax.stop_gradient(weighted(sch.error_weights, Z))
         if sch.error_b0:
             error = error - jax.lax.stop_gradient(h * float(sch.error_b0) * f0)
         if sch.error_filter:
             error = _filter(f, t0, y0, h * float(sch.error_filter), error)
-    return y1, error, result
+    return Step(y1, error, result, jnp.stack(Z))
 
 
 def _filter(f, t0, y0, hg, error):
@@ -80,22 +95,26 @@ def _filter(f, t0, y0, hg, error):
     return lu_solve(lu_factor(jnp.eye(y0.size, dtype=y0.dtype) - hg * J), error)
 
 
-def rosenbrock_step(method: Method, f, t0, y0, h, f0):
-    """(y1, error or None) of one Rosenbrock step (Hairer & Wanner IV.7, eq. 7.25)."""
+def rosenbrock_step(method: Method, f, t0, y0, h, f0) -> Step:
+    """One Rosenbrock step (Hairer & Wanner IV.7, eq. 7.25) multiplied through by h gamma:
+    ``(I - h gamma J) k_i = h gamma f(Y_i) + gamma sum_j C_ij k_j + h^2 gamma d_i f_t``."""
     tab = method.coefficients
     a, C, m, m_hat = tab.transformed()
+    g = float(tab.gamma_diag)
     J = jax.jacfwd(lambda v: f(t0, v))(y0)
-    lu = lu_factor(jnp.eye(y0.size, dtype=y0.dtype) / (h * tab.gamma_diag) - J)
+    lu = lu_factor(jnp.eye(y0.size, dtype=y0.dtype) - (h * g) * J)
     f_t = None
     if np.any(tab.d):
         f_t = jax.jvp(lambda t: f(t, y0), (t0,), (jnp.ones_like(t0),))[1]
     k: list = []
     for i in range(tab.stages):
-        stage_f = f0 if i == 0 else f(t0 + float(tab.c[i]) * h, y0 + _weighted(a[i, :i], k))
-        rhs = stage_f + _weighted(C[i, :i], k) / h if i else stage_f
+        stage_f = f0 if i == 0 else f(t0 + float(tab.c[i]) * h, y0 + weighted(a[i, :i], k))
+        rhs = (h * g) * stage_f
+        if i:
+            rhs = rhs + g * weighted(C[i, :i], k)
         if f_t is not None and tab.d[i]:
-            rhs = rhs + (h * float(tab.d[i])) * f_t
+            rhs = rhs + (h * h * g * float(tab.d[i])) * f_t
         k.append(lu_solve(lu, rhs))
-    y1 = y0 + _weighted(m, k)
-    error = None if m_hat is None else jax.lax.stop_gradient(_weighted(m - m_hat, k))
-    return y1, error
+    y1 = y0 + weighted(m, k)
+    error = None if m_hat is None else jax.lax.stop_gradient(weighted(m - m_hat, k))
+    return Step(y1, error, optx.RESULTS.successful, jnp.stack(k))

@@ -19,7 +19,9 @@ import numpy as np
 from diffrax._root_finder import use_stepsize_tol  # diffrax exports no public name for it
 from jax.flatten_util import ravel_pytree
 
-from stiffcore.reversible import DEFAULT_COUPLING, check_coupling, instability_warning, reversible_step
+from stiffcore.reversible import (
+    DEFAULT_COUPLING, EIGEN_CHECK_MAX_N, check_coupling, instability_warning, reversible_step,
+)
 
 #: diffrax solvers that are not one-step maps of y alone, so they cannot serve as a base.
 _NOT_ONE_STEP = ("LeapfrogMidpoint", "ReversibleHeun", "SemiImplicitEuler")
@@ -116,15 +118,15 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         if base is None:
             return
         flat, unravel = ravel_pytree(y)
-        if flat.size > 500:
-            return
-        J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t, unravel(v), args))[0])(flat)
+        # above EIGEN_CHECK_MAX_N the spectrum costs more than it saves; the slow-mode check stays
+        small = flat.size <= EIGEN_CHECK_MAX_N
+        J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t, unravel(v), args))[0])(flat) if small else jnp.zeros(0)
         coupling = self.coupling
 
         def warn(J, h, n_steps):
-            z = np.asarray(h) * np.linalg.eigvals(np.asarray(J).reshape(-1, flat.size, flat.size))
+            z = np.asarray(h) * np.linalg.eigvals(np.asarray(J).reshape(-1, flat.size, flat.size)) if small else None
             n = None if n_steps is None else int(np.max(n_steps))
-            message = instability_warning(base, z.ravel(), coupling, n_steps=n)
+            message = instability_warning(base, z, coupling, n_steps=n)
             if message:
                 warnings.warn(f"{where}: {message}", RuntimeWarning, stacklevel=2)
 

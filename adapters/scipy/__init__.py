@@ -43,8 +43,7 @@ def solver_class(method) -> type:
         stability = ", ".join(filter(None, ["A-stable" if stab.a_stable else "not A-stable",
                                             "L-stable" if stab.l_stable else "",
                                             f"|R'(z)| ~ |z|^{stab.decay_exponent:g}"]))
-        adaptive = ("adaptive with its embedded estimate of order "
-                    f"{m.embedded_order}" if m.has_error_estimate else "fixed steps only (first_step=h)")
+        adaptive = m.steps_summary("first_step=h, adaptive=False")
         doc = (f"{m.name}: {m.family.replace('_', ' ')} method of order {m.order}, {m.stages} stages "
                f"({stability}); {adaptive}.\n\nReference: {m.reference}.\n\n" + (cls.__doc__ or ""))
         _CLASSES[m.id] = type(m.name, (cls,), {"method_id": m.id, "__doc__": doc, "__module__": __name__})

@@ -20,6 +20,7 @@ from scipy.integrate._ivp.common import (
 )
 
 from stiffcore.catalogue import Method, get_method
+from stiffcore.catalogue.dense import HERMITE
 
 from ._linalg import Jacobian, ShiftedLU, SingularMatrixError
 
@@ -64,8 +65,7 @@ class PolynomialDense(DenseOutput):
 
 def hermite_coeffs(h, y_old, y_new, f_old, f_new) -> np.ndarray:
     """Cubic Hermite interpolant as PolynomialDense coefficients (theta, theta^2, theta^3)."""
-    dy = y_new - y_old
-    return np.array([h * f_old, 3 * dy - h * (2 * f_old + f_new), -2 * dy + h * (f_old + f_new)])
+    return HERMITE @ np.array([y_new - y_old, h * f_old, h * f_new])
 
 
 class StiffSolver(OdeSolver):
@@ -119,14 +119,15 @@ class StiffSolver(OdeSolver):
 
     # --- option checks ---------------------------------------------------------------
     def _check_adaptive(self, adaptive, first_step) -> bool:
-        can = self.method.has_error_estimate and self.supports_adaptive
+        can = self.method.adaptive and self.supports_adaptive
+        reason = self.method.fixed_steps_reason or "it has no embedded error estimate"
         if adaptive is None:
             adaptive = can
         if adaptive and not can:
-            raise ValueError(f"{type(self).__name__} has no embedded error estimate, so it cannot choose its "
-                             "steps; pass first_step=h and adaptive=False for fixed steps")
+            raise ValueError(f"{type(self).__name__} cannot choose its steps: {reason}; pass first_step=h "
+                             "and adaptive=False for fixed steps")
         if not adaptive and first_step is None:
-            why = "with fixed steps" if can else "has no embedded error estimate, so it takes fixed steps and"
+            why = "with fixed steps" if can else f"takes fixed steps ({reason}) and"
             raise ValueError(f"{type(self).__name__} {why} needs first_step=h")
         return bool(adaptive)
 

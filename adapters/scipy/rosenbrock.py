@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stiffcore.catalogue.dense import dense_matrix
+
 from ._base import EPS, StepFailure, StepResult, StiffSolver
 
 
@@ -26,7 +28,7 @@ class Rosenbrock(StiffSolver):
         self.a, self.C, self.m, m_hat = tab.transformed()
         self.error_weights = None if m_hat is None else self.m - m_hat
         self.gamma, self.c, self.d = tab.gamma_diag, tab.c, tab.d
-        self.dense_rows = tab.dense_transformed
+        self.dense_matrix = dense_matrix(self.method)
         self._jac_point = None
 
     def _attempt(self, t, y, h, f0):
@@ -55,20 +57,8 @@ class Rosenbrock(StiffSolver):
         y_new = y + self.m @ k
         f_new = self.eval_f(t + h, y_new)
         error = None if self.error_weights is None else self.error_weights @ k
-        return StepResult(y_new, f_new, error, self._dense(y, y_new, k))
-
-    def _dense(self, y, y_new, k):
-        """Steinebach's continuous extension as polynomial coefficients in theta:
-        theta (y1 - y0) + theta (1 - theta) sum_r K_r theta^(r-1), K = H k."""
-        if self.dense_rows is None:
-            return None
-        K = self.dense_rows @ k
-        coeffs = np.zeros((K.shape[0] + 1, self.n))
-        coeffs[0] = y_new - y
-        for r, Kr in enumerate(K):
-            coeffs[r] += Kr
-            coeffs[r + 1] -= Kr
-        return coeffs
+        dense = None if self.dense_matrix is None else self.dense_matrix @ k  # the method's own extension
+        return StepResult(y_new, f_new, error, dense)
 
     def _accepted(self, t, y, h, result) -> None:
         self.lu.clear()  # W depends on J(y), which changes every step

@@ -13,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate._ivp.common import norm
 
+from stiffcore.catalogue.dense import dense_matrix
+from stiffcore.catalogue.schemes import runge_kutta_scheme
+
 from ._base import EPS, StepFailure, StepResult, StiffSolver
 
 
@@ -31,6 +34,7 @@ class ImplicitRungeKutta(StiffSolver):
         self.fully_implicit = self.method.family == "fully_implicit"
         self.error_weights = None if tab.b_embedded is None else tab.b - tab.b_embedded
         self.b0 = tab.b0_embedded
+        self.error_filter = runge_kutta_scheme(self.method).error_filter
         self.stiffly_accurate = tab.is_stiffly_accurate and tab.a[-1, -1] != 0
         self.predictor = None
         self.jac_point = None
@@ -58,7 +62,8 @@ class ImplicitRungeKutta(StiffSolver):
             self.stage_weights = a_inv                       # h F = A^-1 Z
             if self.error_weights is not None:
                 self.error_z_weights = -self.error_weights @ a_inv  # (b^ - b) A^-1
-            self.dense_weights = None if tab.dense is None else tab.dense.T @ a_inv
+            D = dense_matrix(self.method)      # acts on increments h K = A^-1 Z
+            self.dense_weights = None if D is None else D @ a_inv
             real = [m for _, p, m in self.blocks if p is None]
             self.b0_shift = next((m for m in real if self.b0 and abs(m * self.b0 - 1) < 1e-12), None)
 
@@ -199,10 +204,12 @@ class ImplicitRungeKutta(StiffSolver):
         f_new = self.eval_f(t + h, y_new)
         error = None
         if self.error_weights is not None:
-            # Filter the estimate with (I - h gamma J)^-1, reusing the stage factorisation,
-            # so stiff components are not overestimated (Hosea & Shampine 1996, sec. 4)
-            gamma = h * self.a[-1, -1]
-            error = self.solve_shifted(1 / gamma, h * (self.error_weights @ F)) / gamma
+            error = h * (self.error_weights @ F)
+            if self.error_filter:
+                # (I - h gamma J)^-1 on an estimate that grows on stiff modes (Hosea & Shampine
+                # 1996, sec. 4; schemes.runge_kutta_scheme), reusing the stage factorisation
+                gamma = h * self.error_filter
+                error = self.solve_shifted(1 / gamma, error) / gamma
         return StepResult(y_new, f_new, error, None, worst, iterations)
 
     def _growth_factor(self, err, result):

@@ -169,7 +169,21 @@ def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, 
             _reverse(result, base_map, steps, out_index, y0, p, loss, loss_grad, checkpoint_every)
     except StepFailed as exc:
         result.update(status=-1, success=False, message=f"sensitivity replay failed: {exc}")
+        return result
+    bad = _non_finite(result)
+    if bad:
+        result.update(status=-1, success=False, message=f"the {bad} is not finite (NaN or inf)")
     return result
+
+
+def _non_finite(result) -> str:
+    """Which of loss, grad, grad_y0, sensitivities is NaN or inf ('' if none): a NaN loss made
+    NaN gradients that were reported as a success."""
+    for name in ("loss", "grad", "grad_y0", "sensitivities"):
+        value = result.get(name)
+        if value is not None and not np.all(np.isfinite(value)):
+            return name
+    return ""
 
 
 def _forward(result, phi, steps, out_index, y0, p):

@@ -30,8 +30,7 @@ SOLVER_IDS = tuple(method_ids(one_step=True, implicit=True))
 
 def _solver_class(method_id: str) -> type:
     m = get_method(method_id)
-    adaptive = (f"adaptive with its embedded estimate of order {m.embedded_order}" if m.has_error_estimate
-                else "fixed steps only (options={'step_size': h})")
+    adaptive = m.steps_summary("options={'step_size': h}")
     doc = (f"{m.name} ({m.family.replace('_', ' ')}, order {m.order}, {m.stages} stages); {adaptive}.\n\n"
            f"Reference: {m.reference}.\n\n" + (StiffSolver.__doc__ or ""))
     return type(f"{m.name}Solver", (StiffSolver,), {"method_id": m.id, "__doc__": doc, "__module__": __name__})

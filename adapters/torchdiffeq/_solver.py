@@ -93,8 +93,8 @@ class StiffSolver:
                            else _positive("newton_tol", newton_tol))
         self.stepper = self._make_stepper(options)
         if self.step_size is None and self._error_order() is None:
-            raise ValueError(f"method {self.method_id!r} has no embedded error estimate; give fixed steps with "
-                             "options={'step_size': h}")
+            raise ValueError(f"method {self.method_id!r} takes fixed steps ({self.method.fixed_steps_reason}); "
+                             "give them with options={'step_size': h}")
         self.n_steps = self.n_rejected = 0
 
     @classmethod
@@ -115,7 +115,7 @@ class StiffSolver:
                        bool(options.get("autonomous", False)))
 
     def _error_order(self) -> int | None:
-        return self.method.error_order if self.method.has_error_estimate else None
+        return self.method.error_order if self.method.adaptive else None
 
     def _tolerance(self, name, value) -> torch.Tensor:
         tol = torch.as_tensor(value, dtype=self.dtype, device=self.device)

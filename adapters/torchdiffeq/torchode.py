@@ -30,8 +30,9 @@ class StiffMethod(torch.nn.Module):
         self.term, self.method = term, get_method(method_id)
         if not self.method.is_one_step or self.method.family == "explicit":
             raise ValueError(f"{self.method.id!r}: torchode gets the implicit one-step methods only")
-        if not self.method.has_error_estimate:
-            raise ValueError(f"{self.method.id!r} has no error estimate, which torchode's controllers need")
+        if not self.method.adaptive:
+            raise ValueError(f"{self.method.id!r} cannot choose its steps ({self.method.fixed_steps_reason}), "
+                             "which torchode's controllers need")
         self.rtol, self.atol = float(rtol), float(atol)
         self.newton_tol = newton_tol if newton_tol is not None else max(1e-12, min(0.03, self.rtol ** 0.5))
         self._field = None
@@ -93,7 +94,7 @@ def register() -> list:
 
     added = []
     for method_id in method_ids(one_step=True, implicit=True):
-        if get_method(method_id).has_error_estimate:
+        if get_method(method_id).adaptive:
             torchode.register_method(method_id, lambda term, _id=method_id: StiffMethod(term, _id))
             added.append(method_id)
     return added

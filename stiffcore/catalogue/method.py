@@ -32,6 +32,8 @@ class Method:
     coefficients: Coefficients
     reference: str
     embedded_order: int | None = None
+    #: why the published embedded estimate cannot choose the steps (then the method takes fixed steps)
+    estimate_defect: str | None = None
 
     def __post_init__(self) -> None:
         if self.embedded_order is not None and not self.has_error_estimate:
@@ -67,6 +69,24 @@ class Method:
     @property
     def has_error_estimate(self) -> bool:
         return getattr(self.coefficients, "b_embedded", None) is not None
+
+    @property
+    def adaptive(self) -> bool:
+        """Has an embedded estimate that can control the step size."""
+        return self.has_error_estimate and self.estimate_defect is None
+
+    @property
+    def fixed_steps_reason(self) -> str:
+        """Why the method takes fixed steps only ('' when it is adaptive)."""
+        if self.adaptive:
+            return ""
+        return self.estimate_defect or "it has no embedded error estimate"
+
+    def steps_summary(self, fixed_hint: str) -> str:
+        """One docstring phrase for every adapter: how the method steps, e.g. ``first_step=h``."""
+        if self.adaptive:
+            return f"adaptive with its embedded estimate of order {self.embedded_order}"
+        return f"fixed steps only ({fixed_hint}): {self.fixed_steps_reason}"
 
     @property
     def error_order(self) -> int:

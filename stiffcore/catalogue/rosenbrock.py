@@ -45,8 +45,11 @@ ROSENBROCK23 = Method(
         gamma=[[_d, 0, 0], [-_d, _d, 0], [_d * (_e32 - 2), -_d * _e32, _d]],
         b=[0.0, 1.0, 0.0],
         b_embedded=[1 / 6, 2 / 3, 1 / 6],
+        # ode23s's interpolant: b1 = theta (1 - theta) / (1 - 2d), b2 = theta (theta - 2d) / (1 - 2d)
+        dense=np.array([[1.0, -1.0], [-2 * _d, 1.0], [0.0, 0.0]]) / (1 - 2 * _d),
     ),
-    "Shampine & Reichelt, SIAM J. Sci. Comput. 18 (1997) 1-22 (ode23s); embedded weights of order 3",
+    "Shampine & Reichelt, SIAM J. Sci. Comput. 18 (1997) 1-22 (ode23s, with its interpolant); "
+    "embedded weights of order 3",
     embedded_order=3,
 )
 
@@ -68,6 +71,11 @@ ROS3P = Method(
     ),
     "Lang & Verwer, BIT 41 (2001) 731-738",
     embedded_order=2,
+    # alpha_31 = alpha_21, alpha_32 = 0: on y' = L y every pair of order 2 on these stages has
+    # ROS3P's own stability function, so b - b^ annihilates the stages (tests check it)
+    estimate_defect=("its embedded estimate vanishes identically on linear problems (the embedded method "
+                     "has ROS3P's stability function), so it cannot control the step; use Rodas4 or "
+                     "Rosenbrock23 for adaptive steps"),
 )
 
 # --- Rodas4 (Hairer & Wanner II, IV.7, Table 7.? / RODAS code) ---------------------

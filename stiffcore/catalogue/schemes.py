@@ -7,9 +7,10 @@ simplified Newton on the stage states ``Y_B = psi_B + h A_BB f(Y_B)`` with the m
 ``I - h A_BB (x) J``; the stage derivatives follow as ``K_B = A_BB^-1 (Y_B - psi_B) / h``.
 The solution is the last stage state when the method is stiffly accurate (no
 cancellation when |h lambda| is large), else ``y0 + h b.K``.  The error estimate
-``h (b - b^).K - h b0 f0`` is filtered with ``(I - h gamma J)^-1`` where ``gamma`` is b0
-(Radau IIA, Hairer & Wanner IV.8 eq. 8.20) or the last diagonal entry of a stiffly
-accurate DIRK (Hosea & Shampine 1996), so stiff components are not overestimated.
+``h (b - b^).K - h b0 f0`` is filtered with ``(I - h gamma J)^-1`` where it would grow
+like |h lambda| on stiff modes, ``gamma`` being b0 (Radau IIA, Hairer & Wanner IV.8 eq.
+8.20) or the last diagonal entry (TR-BDF2, Hosea & Shampine 1996), so stiff components
+are not overestimated; bounded estimates (Kvaerno's) are used as they are.
 """
 
 from __future__ import annotations
@@ -91,12 +92,24 @@ def _build(method: Method) -> RungeKuttaScheme:
     if tab.b_embedded is not None:
         error_weights = tab.b - tab.b_embedded
         error_weights.setflags(write=False)
-        if tab.b0_embedded:
-            gamma = float(tab.b0_embedded)
-        elif method.family == "diagonally_implicit" and tab.is_stiffly_accurate and last_implicit:
-            gamma = float(a[-1, -1])
+        if _estimate_grows_on_stiff_modes(tab):
+            gamma = float(tab.b0_embedded) if tab.b0_embedded else float(a[-1, -1])
     return RungeKuttaScheme(
         a=a, b=tab.b, c=tab.c, blocks=tuple(blocks),
         solution_is_last_stage=tab.is_stiffly_accurate and last_implicit,
         error_weights=error_weights, error_b0=float(tab.b0_embedded), error_filter=gamma,
     )
+
+
+def _estimate_grows_on_stiff_modes(tab: ButcherTableau) -> bool:
+    """Whether the estimate on y' = lambda y, (R(z) - R^(z)) y0, grows like |z| as z -> -inf.
+
+    Radau IIA's (b0 f0 term) and TR-BDF2's do: unfiltered, every stiff component would look
+    like an error of size |h lambda|.  Kvaerno's embedded methods are bounded at infinity,
+    and filtering their estimate would divide it by |h gamma lambda|: stiff errors went
+    unseen (Prothero-Robinson 15-1710x rtol).  So only the growing ones are filtered."""
+    s, ones = tab.stages, np.ones(tab.stages)
+
+    def estimate(z):
+        return z * (tab.b - tab.b_embedded) @ np.linalg.solve(np.eye(s) - z * tab.a, ones) - z * tab.b0_embedded
+    return abs(estimate(-1e10)) > 1e3 * max(abs(estimate(-1e5)), 1e-300)

@@ -144,7 +144,9 @@ class RosenbrockTableau:
     ``dense_transformed`` (rows ``h_r``) gives the continuous extension in the
     transformed variables ``k_j`` of :meth:`transformed`:
     ``y(t0 + theta h) = (1-theta) y0 + theta (y1 + (1-theta)(K_1 + theta (K_2 + theta K_3 ...)))``
-    with ``K_r = sum_j h_rj k_j`` (Steinebach's Rodas dense output).
+    with ``K_r = sum_j h_rj k_j`` (Steinebach's Rodas dense output).  ``dense`` is the
+    other published form, weights on the untransformed stages as in :class:`ButcherTableau`:
+    ``y(t0 + theta h) = y0 + sum_j b_j(theta) k_j``, ``b_j(theta) = sum_k dense[j, k] theta**(k + 1)``.
     """
 
     alpha: np.ndarray
@@ -152,6 +154,7 @@ class RosenbrockTableau:
     b: np.ndarray
     b_embedded: np.ndarray | None = None
     dense_transformed: np.ndarray | None = None
+    dense: np.ndarray | None = None
     c: np.ndarray = field(init=False)
     d: np.ndarray = field(init=False)
 
@@ -181,6 +184,14 @@ class RosenbrockTableau:
                 raise ValueError(f"dense_transformed must have shape (K, {s}), got {h.shape}")
             h.setflags(write=False)
             object.__setattr__(self, "dense_transformed", h)
+        if self.dense is not None:
+            dense = np.asarray(self.dense, dtype=float)
+            if dense.ndim != 2 or dense.shape[0] != s:
+                raise ValueError(f"dense must have shape ({s}, degree), got {dense.shape}")
+            if not np.allclose(dense.sum(axis=1), self.b, rtol=0, atol=1e-12):
+                raise ValueError("dense output at theta = 1 must reproduce b")
+            dense.setflags(write=False)
+            object.__setattr__(self, "dense", dense)
 
     @classmethod
     def from_transformed(cls, gamma_diag, a, C, m, m_embedded=None, c=None, d=None, dense=None):

@@ -79,7 +79,7 @@ class Recipe:
         if self.gradient_norm is not None and not (np.isfinite(self.gradient_norm) and self.gradient_norm > 0):
             raise ValueError(f"recipe {self.name!r}: gradient_norm must be positive or None, got {self.gradient_norm!r}")
         method = get_method(self.method)  # raises naming the catalogue's ids
-        if not (method.has_error_estimate and method.is_implicit):
+        if not (method.adaptive and method.is_implicit):
             raise ValueError(f"recipe {self.name!r}: method {self.method!r} must be an implicit method with an "
                              "embedded error estimate (a stiff, adaptive solve)")
         object.__setattr__(self, "method", method.id)  # "Rodas5P" -> "rodas5p", torchdiffeq's string

@@ -1,0 +1,211 @@
+"""Catalogue methods as diffrax solvers (equinox modules), one class per method.
+
+Implicit Runge-Kutta methods are ``AbstractImplicitSolver``s with diffrax's
+``root_finder`` convention (a ``VeryChord`` whose tolerances default to the step-size
+controller's, as Kvaerno's do); Rosenbrock methods need no root finder.  Methods with an
+embedded estimate are also ``AbstractAdaptiveSolver``s (usable with ``PIDController``).
+States of any PyTree structure are raveled to one vector inside a step.  The solver state
+carries f(t, y) at the step's end (first same as last).  Output between step ends is the
+method's own continuous extension (:mod:`stiffcore.catalogue.dense`): the collocation
+polynomial for Radau IIA and Gauss-Legendre, Steinebach's for Rodas4/Rodas5P, cubic
+Hermite for the rest.
+
+Each class's docstring (order, stability, reference) is filled in from the catalogue.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jax.flatten_util import ravel_pytree
+
+from stiffcore.catalogue import get_method
+from stiffcore.catalogue.dense import HERMITE, dense_matrix, interpolation_order
+
+from ._steps import Step, implicit_rk_step, rosenbrock_step
+from .interpolation import PolynomialInterpolation
+
+
+def _flat_field(terms, args, y0):
+    """f on raveled states in diffrax's solver time, and the unravel function.
+
+    diffrax integrates t1 < t0 as t -> -t, wrapping the term so that ``vf`` takes the
+    solver's time; the solution's derivative in that time is ``contr(0, 1) * vf`` (the
+    control over one unit of solver time: +1, or -1 when wrapped for backwards time)."""
+    flat, unravel = ravel_pytree(y0)
+    direction = jnp.asarray(terms.contr(0.0, 1.0), dtype=flat.dtype)
+
+    def f(t, v):
+        return ravel_pytree(terms.vf(t, unravel(v), args))[0].astype(flat.dtype) * direction
+
+    return f, flat, unravel
+
+
+class _CatalogueSolver(diffrax.AbstractSolver):
+    """Shared by every catalogue solver: orders from the catalogue, FSAL state, dense output."""
+
+    method_id: ClassVar[str] = ""
+    term_structure: ClassVar = diffrax.ODETerm
+    interpolation_cls: ClassVar = PolynomialInterpolation
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.method_id and issubclass(cls, diffrax.AbstractAdaptiveSolver) != get_method(cls.method_id).adaptive:
+            raise TypeError(f"{cls.__name__}: subclass AbstractAdaptiveSolver exactly when the catalogue's "
+                            f"{cls.method_id!r} can choose its steps")
+        if cls.method_id and not cls.__dict__.get("__doc__"):
+            m = get_method(cls.method_id)
+            steps = m.steps_summary("diffrax.ConstantStepSize")
+            cls.__doc__ = (f"{m.name} ({m.family.replace('_', ' ')}, order {m.order}, {m.stages} stages); {steps}; "
+                           f"output between steps of order {interpolation_order(m)}.\n\nReference: {m.reference}.")
+
+    def order(self, terms):
+        return get_method(self.method_id).order
+
+    def error_order(self, terms):
+        method = get_method(self.method_id)
+        return method.error_order + 1 if method.adaptive else None
+
+    def init(self, terms, t0, t1, y0, args):
+        f, flat, _ = _flat_field(terms, args, y0)
+        return f(t0, flat)
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        f, flat, unravel = _flat_field(terms, args, y0)
+        f0 = jax.lax.cond(made_jump, lambda: f(t0, flat), lambda: solver_state)
+        h = jnp.asarray(t1 - t0, dtype=flat.dtype)
+        step = self._advance(f, jnp.asarray(t0, dtype=flat.dtype), flat, h, f0)
+        f1 = f(t1, step.y1)
+        result = step.result
+        error = step.error
+        if not get_method(self.method_id).adaptive:
+            error = None  # (ROS3P's published estimate cannot choose steps: see its catalogue entry)
+        if error is not None:
+            # as diffrax's own implicit solvers do: a failed step has an infinite error, so an
+            # adaptive controller rejects it (and diffrax then ignores the result) while a
+            # constant step size accepts it and the solve stops with the failure
+            error = jnp.where(result == optx.RESULTS.successful, error, jnp.inf)
+        coeffs = self._dense_coefficients(flat, step, h * f0, h * f1)
+        dense_info = dict(y0=y0, coeffs=jax.vmap(unravel)(coeffs))
+        return (unravel(step.y1), None if error is None else unravel(error), dense_info, f1,
+                diffrax.RESULTS.promote(result))
+
+    def _dense_coefficients(self, y0, step: Step, hf0, hf1):
+        D = dense_matrix(self.method_id)
+        if D is None:
+            D, increments = HERMITE, jnp.stack([step.y1 - y0, hf0, hf1])
+        else:
+            increments = step.increments
+        return jnp.asarray(D, dtype=y0.dtype) @ increments
+
+    def _advance(self, f, t0, y0, h, f0) -> Step:
+        raise NotImplementedError
+
+
+class ImplicitRungeKuttaSolver(_CatalogueSolver, diffrax.AbstractImplicitSolver):
+    """An implicit Runge-Kutta method from the catalogue; stages by ``root_finder``."""
+
+    root_finder: optx.AbstractRootFinder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)()
+    root_find_max_steps: int = 10
+
+    def _advance(self, f, t0, y0, h, f0) -> Step:
+        step = implicit_rk_step(get_method(self.method_id), f, t0, y0, h, f0, self.root_finder,
+                                self.root_find_max_steps)
+        return _nonfinite_fails(step)
+
+
+class RosenbrockSolver(_CatalogueSolver):
+    """A Rosenbrock method from the catalogue: one LU of I - h gamma J per step."""
+
+    def _advance(self, f, t0, y0, h, f0) -> Step:
+        return _nonfinite_fails(rosenbrock_step(get_method(self.method_id), f, t0, y0, h, f0))
+
+
+def _nonfinite_fails(step: Step) -> Step:
+    """A step whose solution is NaN or inf (f failed, or the stages overflowed) fails."""
+    finite = jnp.all(jnp.isfinite(step.y1))
+    ok = step.result == optx.RESULTS.successful
+    return step._replace(result=optx.RESULTS.where(ok & ~finite, optx.RESULTS.nonfinite, step.result))
+
+
+# --- the methods ---------------------------------------------------------------------------
+# Each is one declaration; the catalogue holds the coefficients, order and reference.
+
+class BackwardEuler(ImplicitRungeKuttaSolver):
+    method_id = "backward_euler"
+
+
+class ImplicitMidpoint(ImplicitRungeKuttaSolver):
+    method_id = "implicit_midpoint"
+
+
+class Trapezoid(ImplicitRungeKuttaSolver):
+    method_id = "trapezoid"
+
+
+class SDIRK2(ImplicitRungeKuttaSolver):
+    method_id = "sdirk2"
+
+
+class TRBDF2(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
+    method_id = "trbdf2"
+
+
+class RadauIIA3(ImplicitRungeKuttaSolver):
+    method_id = "radau_iia3"
+
+
+class RadauIIA5(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
+    method_id = "radau_iia5"
+
+
+class GaussLegendre4(ImplicitRungeKuttaSolver):
+    method_id = "gauss_legendre4"
+
+
+class GaussLegendre6(ImplicitRungeKuttaSolver):
+    method_id = "gauss_legendre6"
+
+
+class LobattoIIIC2(ImplicitRungeKuttaSolver):
+    method_id = "lobatto_iiic2"
+
+
+class Rosenbrock23(RosenbrockSolver, diffrax.AbstractAdaptiveSolver):
+    method_id = "rosenbrock23"
+
+
+class ROS3P(RosenbrockSolver):  # fixed steps: its embedded estimate is degenerate
+    method_id = "ros3p"
+
+
+class Rodas4(RosenbrockSolver, diffrax.AbstractAdaptiveSolver):
+    method_id = "rodas4"
+
+
+class Rodas5P(RosenbrockSolver, diffrax.AbstractAdaptiveSolver):
+    method_id = "rodas5p"
+
+
+SOLVERS: dict[str, type[_CatalogueSolver]] = {
+    cls.__name__: cls for cls in (
+        BackwardEuler, ImplicitMidpoint, Trapezoid, SDIRK2, TRBDF2, RadauIIA3, RadauIIA5, GaussLegendre4,
+        GaussLegendre6, LobattoIIIC2, Rosenbrock23, ROS3P, Rodas4, Rodas5P)
+}
+
+
+def solver_class(method_id: str) -> type:
+    """The diffrax solver class of an implicit one-step catalogue method."""
+    m = get_method(method_id)
+    cls = SOLVERS.get(m.name)
+    if cls is None:
+        raise ValueError(f"{m.id!r} has no stiffcore diffrax solver; these do: {', '.join(SOLVERS)}")
+    return cls

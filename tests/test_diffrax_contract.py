@@ -1,0 +1,149 @@
+"""diffrax's documented contract, for every stiffcore solver class.
+
+Written from diffrax's documentation of ``diffeqsolve``: solvers compose with ``jax.jit``,
+``jax.vmap`` and ``jax.grad`` together; ``t1 < t0`` integrates backwards; ``SaveAt(ts)``
+evaluates the solver's interpolation between step ends; ``ConstantStepSize`` takes the
+solver's steps and a step that fails ends the solve with a ``RESULTS`` code (raised with
+``throw=True``).
+"""
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+diffrax = pytest.importorskip("diffrax")
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+
+import stiffcore.adapters.diffrax as adapter  # noqa: E402
+from stiffcore.catalogue import get_method  # noqa: E402
+from stiffcore.catalogue.dense import interpolation_order  # noqa: E402
+
+SOLVERS = sorted(adapter.SOLVERS)
+DECAY = diffrax.ODETerm(lambda t, y, a: -a * y)
+
+
+def _controller(name, rtol=1e-6, atol=1e-9):
+    """Adaptive where the method has an estimate; else constant steps (dt0)."""
+    if get_method(name).adaptive:
+        return diffrax.PIDController(rtol=rtol, atol=atol)
+    return diffrax.ConstantStepSize()
+
+
+def _solver(name, fixed=False):
+    """With constant steps an implicit solver needs its own root-finder tolerances (diffrax refuses otherwise)."""
+    cls = adapter.SOLVERS[name]
+    if (fixed or not get_method(name).adaptive) and issubclass(cls, diffrax.AbstractImplicitSolver):
+        return cls(root_finder=diffrax.VeryChord(rtol=1e-10, atol=1e-12))
+    return cls()
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_grad_of_vmap_equals_the_gradients_one_by_one(name):
+    """Batch elements take different numbers of steps, so the ones that finish first take
+    zero-length steps while the others go on: those must not poison the gradient (they
+    made it NaN for every Rosenbrock method)."""
+    solver = _solver(name)
+    adaptive = get_method(name).adaptive
+
+    @jax.jit
+    def final(a, t1):
+        sol = diffrax.diffeqsolve(DECAY, solver, 0.0, t1, 0.01, jnp.array([1.0, 2.0]), args=a,
+                                  stepsize_controller=_controller(name), max_steps=4096)
+        return sol.ys[-1].sum()
+
+    # adaptive: the rate sets the step count; fixed steps: the span does
+    a = jnp.array([10.0, 100.0, 1000.0]) if adaptive else jnp.array([2.0, 3.0, 4.0])
+    t1 = jnp.ones(3) if adaptive else jnp.array([0.3, 0.5, 1.0])
+    batched = jax.grad(lambda a_, t1_: jax.vmap(final)(a_, t1_).sum(), argnums=(0, 1))(a, t1)
+    single = [jax.grad(final, argnums=(0, 1))(a[i], t1[i]) for i in range(3)]
+    for which in (0, 1):
+        want = np.array([float(g[which]) for g in single])
+        got = np.asarray(batched[which])
+        assert np.all(np.isfinite(got)), (name, which, got)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-300, err_msg=name)
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_backwards_in_time(name):
+    """y' = y from y(1) = e back to t = 0 is 1 (it went forwards to e^2 before)."""
+    solver = _solver(name)
+    term = diffrax.ODETerm(lambda t, y, args: y * (1 + 0 * t))
+    ts = jnp.array([0.75, 0.5, 0.0])
+    sol = diffrax.diffeqsolve(term, solver, 1.0, 0.0, -0.01, jnp.array([np.e]), saveat=diffrax.SaveAt(ts=ts),
+                              stepsize_controller=_controller(name, rtol=1e-8, atol=1e-10), max_steps=1000)
+    exact = np.exp(np.asarray(ts))
+    # rtol 1e-8 bounds local errors; second-order methods accumulate ~100x that globally
+    tol = {1: 1e-2, 2: 1e-4}.get(get_method(name).order, 1e-6)
+    np.testing.assert_allclose(np.asarray(sol.ys[:, 0]), exact, rtol=tol, err_msg=name)
+    assert sol.result == diffrax.RESULTS.successful
+
+
+def _rober(t, y, k):
+    r1, r2, r3 = k[0] * y[0], k[1] * y[1] ** 2, k[2] * y[1] * y[2]
+    return jnp.stack([-r1 + r3, r1 - r2 - r3, r2])
+
+
+@pytest.fixture(scope="module")
+def rober_reference():
+    """Step-end-accurate reference at any times: SciPy Radau at rtol 1e-13, restarted at each time."""
+    from scipy.integrate import solve_ivp
+
+    from stiffcore.problems import ROBER
+
+    def at(times):
+        out, t0, y = [], 0.0, ROBER.y0.copy()
+        for t in times:
+            if t > t0:
+                y = solve_ivp(ROBER.fun(), (t0, t), y, method="Radau", rtol=1e-13, atol=1e-20,
+                              jac=ROBER.jac_fun()).y[:, -1]
+                t0 = t
+            out.append(y)
+        return np.array(out)
+    return at
+
+
+@pytest.mark.parametrize("name", [n for n in SOLVERS if get_method(n).adaptive])
+def test_outputs_between_steps_are_as_accurate_as_step_ends(name, rober_reference):
+    """ROBER to 1e5 with 40 log-spaced SaveAt(ts): the interpolant is the method's own
+    continuous extension (cubic Hermite was 127x the tolerance for Rodas5P).  Where the
+    extension is of the method's order, the weighted error at the outputs is within 3x of
+    the error at the step ends; where it is of lower order (Radau IIA5's collocation
+    polynomial, Rodas4/5P's Steinebach extensions) it is within 3x of the step ends or of
+    the tolerance, whichever is larger."""
+    from stiffcore.problems import ROBER
+
+    rtol, atol = 1e-6, 1e-10
+    kw = dict(args=jnp.asarray(ROBER.params), max_steps=4096,
+              stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
+    solve = lambda saveat: diffrax.diffeqsolve(diffrax.ODETerm(_rober), _solver(name), 0.0, 1e5, 1e-6,  # noqa: E731
+                                               jnp.asarray(ROBER.y0), saveat=saveat, **kw)
+    ts = np.logspace(-4, 5, 40)
+    out, steps = solve(diffrax.SaveAt(ts=jnp.asarray(ts))), solve(diffrax.SaveAt(steps=True))
+    n = int(steps.stats["num_accepted_steps"])
+    t_steps = np.asarray(steps.ts[:n])
+
+    def weighted(ys, ref):
+        return np.max(np.abs(ys - ref) / (atol + rtol * np.abs(ref)))
+    at_outputs = weighted(np.asarray(out.ys), rober_reference(ts))
+    at_steps = weighted(np.asarray(steps.ys[:n]), rober_reference(t_steps))
+    floor = at_steps if interpolation_order(name) >= get_method(name).order else max(at_steps, 1.0)
+    assert at_outputs <= 3 * floor, (name, at_outputs, at_steps)
+
+
+@pytest.mark.parametrize("name", ["TRBDF2", "RadauIIA5", "BackwardEuler", "Rodas5P", "Rosenbrock23"])
+def test_a_failing_fixed_step_ends_the_solve(name):
+    """Constant steps far too long: for implicit Runge-Kutta, y' = 1e3 e^y (which blows up at
+    t ~ 4e-4) makes the root find fail; a Rosenbrock step is linear algebra and fails only
+    when f or the stages become non-finite, as y' = -sqrt(y) does once a step overshoots
+    zero.  The solve reports it (and raises with throw=True); it returned NaN as a success."""
+    if get_method(name).family == "rosenbrock":
+        term = diffrax.ODETerm(lambda t, y, args: -jnp.sqrt(y))
+    else:
+        term = diffrax.ODETerm(lambda t, y, args: jnp.exp(y) * 1e3)
+    kw = dict(stepsize_controller=diffrax.ConstantStepSize(), max_steps=64)
+    sol = diffrax.diffeqsolve(term, _solver(name, fixed=True), 0.0, 10.0, 1.0, jnp.array([1.0]), throw=False, **kw)
+    assert sol.result != diffrax.RESULTS.successful, (name, sol.ys)
+    with pytest.raises(Exception):
+        diffrax.diffeqsolve(term, _solver(name, fixed=True), 0.0, 10.0, 1.0, jnp.array([1.0]), **kw)
