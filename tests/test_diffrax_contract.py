@@ -62,7 +62,9 @@ def test_grad_of_vmap_equals_the_gradients_one_by_one(name):
         want = np.array([float(g[which]) for g in single])
         got = np.asarray(batched[which])
         assert np.all(np.isfinite(got)), (name, which, got)
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-300, err_msg=name)
+        # under vmap a root find iterates until every element has converged, so elements take a
+        # few more Newton iterations than alone: agreement to the root finder's accuracy
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-300, err_msg=name)
 
 
 @pytest.mark.parametrize("name", SOLVERS)
