@@ -168,12 +168,18 @@ def _growth_problems(backend: Backend, base: str, h: float) -> list[str]:
 
 ROBER_TIMES = np.logspace(-5, 5, 20)
 ROBER_GRID = np.unique(np.concatenate([[0.0], np.geomspace(1e-6, 1e5, 300), ROBER_TIMES]))
-ROBER_FIXED_TOL, ROBER_ADAPTIVE_TOL = 1e-10, 1e-6
+# The fixed grid reaches |h lambda| ~ 1e8 at t ~ 1e5, so Radau IIA5's stage systems have
+# condition numbers near 1e8: their solutions, and so the gradients, may differ by up to
+# eps * 1e8 ~ 2e-8 between correct implementations that order their arithmetic differently.
+# Measured: SciPy (eigen-split systems) and JAX agree to 3e-14, torch ((3n)x(3n) LU) sits
+# 4e-11 to 3.8e-10 from both depending on its Newton settings.  1e-9 keeps 2.5x above that
+# and 10x below a backend that is off by 1e-8 (tests/test_conformance.py).
+ROBER_FIXED_TOL, ROBER_ADAPTIVE_TOL = 1e-9, 1e-6
 
 
 def check_rober(backends: list[Backend], method: str = "radau_iia5", adaptive: bool = True) -> list[CheckResult]:
-    """(d) the log-k gradient of a ROBER loss agrees across backends: 1e-10 on one fixed step
-    grid, 1e-6 adaptively at rtol 1e-10."""
+    """(d) the log-k gradient of a ROBER loss agrees across backends: 1e-9 on one fixed step
+    grid (the bound's derivation is at ROBER_FIXED_TOL), 1e-6 adaptively at rtol 1e-10."""
     able = [b for b in backends if b.rober_gradient is not None and method in b.methods]
     if len(able) < 2:
         names = ", ".join(b.name for b in able) or "none"

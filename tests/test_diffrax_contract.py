@@ -15,6 +15,7 @@ diffrax = pytest.importorskip("diffrax")
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
+from helpers import step_end_reference, weighted_error  # noqa: E402
 
 import stiffcore.adapters.diffrax as adapter  # noqa: E402
 from stiffcore.catalogue import get_method  # noqa: E402
@@ -89,21 +90,9 @@ def _rober(t, y, k):
 
 @pytest.fixture(scope="module")
 def rober_reference():
-    """Step-end-accurate reference at any times: SciPy Radau at rtol 1e-13, restarted at each time."""
-    from scipy.integrate import solve_ivp
-
     from stiffcore.problems import ROBER
 
-    def at(times):
-        out, t0, y = [], 0.0, ROBER.y0.copy()
-        for t in times:
-            if t > t0:
-                y = solve_ivp(ROBER.fun(), (t0, t), y, method="Radau", rtol=1e-13, atol=1e-20,
-                              jac=ROBER.jac_fun()).y[:, -1]
-                t0 = t
-            out.append(y)
-        return np.array(out)
-    return at
+    return lambda times: step_end_reference(ROBER.fun(), ROBER.y0, times, jac=ROBER.jac_fun())
 
 
 @pytest.mark.parametrize("name", [n for n in SOLVERS if get_method(n).adaptive])
@@ -126,10 +115,8 @@ def test_outputs_between_steps_are_as_accurate_as_step_ends(name, rober_referenc
     n = int(steps.stats["num_accepted_steps"])
     t_steps = np.asarray(steps.ts[:n])
 
-    def weighted(ys, ref):
-        return np.max(np.abs(ys - ref) / (atol + rtol * np.abs(ref)))
-    at_outputs = weighted(np.asarray(out.ys), rober_reference(ts))
-    at_steps = weighted(np.asarray(steps.ys[:n]), rober_reference(t_steps))
+    at_outputs = weighted_error(out.ys, rober_reference(ts), rtol, atol)
+    at_steps = weighted_error(steps.ys[:n], rober_reference(t_steps), rtol, atol)
     floor = at_steps if interpolation_order(name) >= get_method(name).order else max(at_steps, 1.0)
     assert at_outputs <= 3 * floor, (name, at_outputs, at_steps)
 

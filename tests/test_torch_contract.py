@@ -1,0 +1,56 @@
+"""torchdiffeq's documented contract for ``odeint``, for every stiffcore method string.
+
+Written from torchdiffeq's README: ``t`` may decrease (integration backwards in time), ``y0``
+may have any shape, outputs come at every ``t`` (this adapter's steps land on them, so
+outputs are step ends), gradients flow to ``y0`` and to parameters the function closes over.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchdiffeq = pytest.importorskip("torchdiffeq")
+
+from helpers import step_end_reference, weighted_error  # noqa: E402
+
+import stiffcore.adapters.torchdiffeq as adapter  # noqa: E402
+from stiffcore.catalogue import get_method  # noqa: E402
+from stiffcore.problems import ROBER  # noqa: E402
+
+F64 = torch.float64
+METHODS = sorted(adapter.SOLVER_IDS)
+
+
+def _options(method, h=0.01):
+    return {} if get_method(method).adaptive else {"step_size": h}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_backwards_in_time_with_a_matrix_state_and_gradients(method):
+    """y' = a y for a (2, 2) state from t = 1 back to 0: values, and d y(0) / d(a, y(1))
+    against the exact derivative of the exact solution (to the method's accuracy)."""
+    a = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    y1 = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64, requires_grad=True)
+    t = torch.tensor([1.0, 0.5, 0.0], dtype=F64)
+    ys = torchdiffeq.odeint(lambda s, y: a * y, y1, t, method=method, rtol=1e-9, atol=1e-12,
+                            options=_options(method))
+    tol = {1: 1e-2, 2: 1e-4}.get(get_method(method).order, 1e-6)
+    exact = y1.detach() * torch.exp(-0.7 * (1 - t))[:, None, None]
+    assert torch.allclose(ys, exact, rtol=tol), (method, ys[-1])
+    ga, gy = torch.autograd.grad(ys[-1].sum(), (a, y1))
+    assert abs(float(ga) - float(-(y1.detach().sum()) * np.exp(-0.7))) <= 10 * tol * 10 * np.exp(-0.7), method
+    assert torch.allclose(gy, torch.full_like(gy, np.exp(-0.7)), rtol=10 * tol), method
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if get_method(m).adaptive and get_method(m).order >= 3])
+def test_rober_outputs_honour_the_tolerance(method):
+    """ROBER to 1e5 at 30 log-spaced outputs, rtol 1e-6: the outputs are step ends, within
+    10x the tolerance for methods of order >= 3 (weighted error against a reference that is
+    as accurate at every output)."""
+    rtol, atol = 1e-6, 1e-10
+    ts = np.concatenate([[0.0], np.logspace(-4, 5, 30)])
+    ys = torchdiffeq.odeint(lambda s, y: ROBER.rhs(s, y, torch.tensor(ROBER.params, dtype=F64)),
+                            torch.tensor(ROBER.y0, dtype=F64), torch.tensor(ts, dtype=F64), method=method,
+                            rtol=rtol, atol=atol)
+    ref = step_end_reference(ROBER.fun(), ROBER.y0, ts[1:], jac=ROBER.jac_fun())
+    assert weighted_error(ys[1:].detach().numpy(), ref, rtol, atol) <= 10, method
