@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -81,24 +81,39 @@ class Report:
         return path
 
 
-def checks_for(backend: Backend, method: str) -> list[CheckResult]:
-    """Checks (a)-(c) of one backend and method."""
-    results = check_one_step(backend, method) + check_n_step(backend, method)
+def checks_for(backend: Backend, method: str, full: bool = False) -> list[CheckResult]:
+    """Checks (a)-(c) of one backend and method; ``full``: every point of the sweep."""
+    results = check_one_step(backend, method, full) + check_n_step(backend, method)
     if get_method(method).is_one_step and method in backend.reversible_bases:
-        results += check_reversible(backend, method)
+        results += check_reversible(backend, method, full)
     return results
 
 
 def run(backends: Sequence[str] | None = None, methods: Sequence[str] | None = None,
-        found: dict | None = None, cross_backend: bool = True) -> Report:
-    """Run every check for the selected backends and methods (default: all available)."""
+        found: dict | None = None, cross_backend: bool = True, full: bool = False,
+        progress: Callable[[int, int, str, list], None] | None = None) -> Report:
+    """Run every check for the selected backends and methods (default: all available).
+
+    The default sweep takes z on decades and one stable z per regime for the reversible
+    check; ``full=True`` takes every half-decade and every stable candidate (about 2x the time).
+
+    ``progress(done, total, label, results)`` is called after each unit of work (one backend
+    and method, then the cross-backend check) with that unit's results, so a caller can
+    stream rows and show an ETA; an interrupted run has reported everything it finished."""
     chosen = select_backends(backends, found)
     wanted = None if methods is None else [get_method(m).id for m in methods]
+    units = [(b, m) for b in chosen for m in b.methods if wanted is None or m in wanted]
+    cross = cross_backend and (wanted is None or "radau_iia5" in wanted)
+    total = len(units) + cross
     report = Report()
-    for backend in chosen:
-        for method in backend.methods:
-            if wanted is None or method in wanted:
-                report.results += checks_for(backend, method)
-    if cross_backend and (wanted is None or "radau_iia5" in wanted):
-        report.results += check_rober(chosen)
+    for done, (backend, method) in enumerate(units, start=1):
+        results = checks_for(backend, method, full)
+        report.results += results
+        if progress:
+            progress(done, total, f"{backend.name}/{method}", results)
+    if cross:
+        results = check_rober(chosen)
+        report.results += results
+        if progress:
+            progress(total, total, "ROBER cross-backend", results)
     return report

@@ -36,19 +36,19 @@ def _assert(results):
         assert r.passed, f"[{r.check}] {r.detail}"
 
 
-def test_one_step_gradient(backend_method):
-    _assert(check_one_step(*backend_method))
+def test_one_step_gradient(backend_method, request):
+    _assert(check_one_step(*backend_method, full=request.config.getoption("stiffcore_full", False)))
 
 
 def test_n_step_gradient(backend_method):
     _assert(check_n_step(*backend_method))
 
 
-def test_reversible(backend_method):
+def test_reversible(backend_method, request):
     backend, method = backend_method
     if method not in backend.reversible_bases:
         pytest.skip(f"{backend.name} offers no reversible scheme around {method}")
-    _assert(check_reversible(backend, method))
+    _assert(check_reversible(backend, method, full=request.config.getoption("stiffcore_full", False)))
 
 
 def test_rober_cross_backend(request):

@@ -115,9 +115,26 @@ def cmd_backends(args) -> int:
 
 
 def cmd_conformance(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     from stiffcore.conformance import run
 
-    report = run(backends=args.backend, methods=args.method, cross_backend=not args.no_cross_backend)
+    # progress and each finished row on stderr as they come; the table (or JSON) on stdout at the end
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("conformance: discovering backends", total=None)
+
+        def progress(done, total, label, results):
+            for r in results:
+                status = {True: "[green]pass[/]", False: "[bold red]FAIL[/]", None: "[yellow]skip[/]"}[r.passed]
+                row = f"{r.backend:8s} {r.method:16s} {r.check:16s} {status}  max rel err {r.max_rel_error:.3g}"
+                bar.console.print(row, highlight=False)
+            bar.update(task, total=total, completed=done, description=f"conformance: {label}")
+
+        report = run(backends=args.backend, methods=args.method, cross_backend=not args.no_cross_backend,
+                     full=args.full, progress=progress)
     if not report.results:
         raise ValueError("no backend is installed and available (entry-point group 'stiffcore.backends')")
     print(report.to_json() if args.json else report.table())
@@ -199,7 +216,10 @@ def calibration_summary(predicted, measured, params) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="stiffcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stiffcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("decay", help="stability classification and gradient decay |R'(z)| of every method")
@@ -223,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", nargs="+", help="backend names (default: every available backend)")
     p.add_argument("--method", nargs="+", help="method ids (default: every method a backend offers)")
     p.add_argument("--no-cross-backend", action="store_true", help="skip the ROBER cross-backend comparison")
+    p.add_argument("--full", action="store_true",
+                   help="the exhaustive sweep: z on half-decades, every stable reversible z (about 2x the time)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", default="stiffcore-conformance.png", help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
@@ -267,6 +289,9 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"stiffcore {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what finished was already printed (conformance streams its rows)
+        print(f"stiffcore {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,3 +70,16 @@ def test_import_stiffcore_is_light():
                          capture_output=True, text=True, check=True)
     modules = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
     assert not modules & {"torch", "jax", "diffrax", "equinox", "scipy", "matplotlib"}
+
+
+def test_version_and_interrupt_exit_status(monkeypatch, capsys):
+    from stiffcore import __version__, cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and __version__ in capsys.readouterr().out
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "cmd_decay", interrupted)
+    assert cli.main(["decay", "--no-plot"]) == 130 and "interrupted" in capsys.readouterr().err

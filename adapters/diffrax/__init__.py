@@ -48,5 +48,9 @@ def diffrax_solver(method_id: str) -> type:
     offered = dict.fromkeys([*SOLVER_IDS, *NATIVE])
     raise ValueError(f"{m.id!r} has no diffrax solver; these methods do: {', '.join(offered)}")
 
-__all__ = ["NATIVE", "SOLVERS", "SOLVER_IDS", "diffrax_solver", "ImplicitRungeKuttaSolver", "Reversible", "ReversibleAdjoint", "RosenbrockSolver", "solver_class",
-           *SOLVERS]
+__all__ = [
+    "NATIVE", "SOLVERS", "SOLVER_IDS", "diffrax_solver", "solver_class", "ImplicitRungeKuttaSolver",
+    "RosenbrockSolver", "Reversible", "ReversibleAdjoint",
+    "BackwardEuler", "GaussLegendre4", "GaussLegendre6", "ImplicitMidpoint", "LobattoIIIC2", "RadauIIA3",
+    "RadauIIA5", "ROS3P", "Rodas4", "Rodas5P", "Rosenbrock23", "SDIRK2", "TRBDF2", "Trapezoid",
+]

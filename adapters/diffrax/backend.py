@@ -52,26 +52,41 @@ def _solver(method_id: str, native: bool, tight: bool = True, linear: bool = Tru
     return cls()
 
 
+#: Step-count capacity of the compiled test-equation solves: h, y0 and the number of steps
+#: are traced arguments, so one compile per method serves every configuration the
+#: conformance suite asks for (it was one compile per (h, y0, n), about 14 per method).
+MAX_LINEAR_STEPS = 16
+MAX_REVERSIBLE_STEPS = 1000
+LINEAR_BATCH = 32   # z values per compiled call (padded): the suite's grids have 5 and 21
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_gradient(method_id: str, h: float, y0: float, n_steps: int, native: bool):
-    """jit(vmap(grad)) of y_N with respect to lambda, compiled once per configuration."""
+def _compiled_gradient(method_id: str, native: bool):
+    """jit(vmap(grad)) of y_N with respect to lambda on y' = lambda y, for any h, y0 and
+    N <= MAX_LINEAR_STEPS (traced), compiled once per method."""
     jax = _jax()
     import diffrax
     import jax.numpy as jnp
 
     solver = _solver(method_id, native)
 
-    def y_n(lam):
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: a * y), solver, 0.0, n_steps * h, h,
-                                  jnp.array([y0]), args=lam, max_steps=n_steps + 1, throw=False)
+    def y_n(lam, h, y0, n):
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: a * y), solver, 0.0, n * h, h,
+                                  jnp.array([y0]), args=lam, max_steps=MAX_LINEAR_STEPS + 1, throw=False)
         return sol.ys[-1, 0], sol.result == diffrax.RESULTS.successful
 
-    return jax.jit(jax.vmap(jax.grad(y_n, has_aux=True)))
+    return jax.jit(jax.vmap(jax.grad(y_n, has_aux=True), in_axes=(0, None, None, None)))
 
 
 def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int, native: bool):
+    if not 1 <= n_steps <= MAX_LINEAR_STEPS:
+        raise ValueError(f"n_steps must be in 1..{MAX_LINEAR_STEPS} for the jax hooks, got {n_steps}")
     z = np.asarray(z, dtype=float)
-    grads, ok = _compiled_gradient(method_id, float(h), float(y0), int(n_steps), native)(z.ravel() / h)
+    # one batch size for every call (padded with the last z), so the compile is reused
+    lam = np.resize(z.ravel() / h, -(-z.size // LINEAR_BATCH) * LINEAR_BATCH)
+    lam[z.size:] = lam[z.size - 1]
+    grads, ok = (np.asarray(a)[:z.size] for a in
+                 _compiled_gradient(method_id, native)(lam, float(h), float(y0), float(n_steps)))
     if not np.all(ok):  # errors do not raise under vmap: report them here
         bad = z.ravel()[~np.asarray(ok)]
         raise RuntimeError(f"{'diffrax' if native else 'jax'}/{method_id}: the solve failed at z = {bad[:3]} "
@@ -112,31 +127,39 @@ def make_hooks(native: bool):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_reversible(base_id: str, h: float, y0: float, n_steps: int, coupling: float):
-    """(run, gradient, back): the jitted forward solve (y_n, z_n), d y_n / d lambda and one
-    backward step, compiled once per configuration; lambda is an argument."""
+def _compiled_reversible(base_id: str):
+    """(base, run, rebuild), compiled once per base: the solver (its coupling a traced
+    scalar), lambda, h, y0 and the step count n <= MAX_REVERSIBLE_STEPS are arguments.
+    ``run`` gives ((y_n, (z_n, step times)), d y_n / d lambda); ``rebuild`` takes the n
+    backward steps from (y_n, z_n) in one loop."""
     jax = _jax()
     import diffrax
+    import equinox as eqx
     import jax.numpy as jnp
 
     from stiffcore.reversible import reversible_step_back
 
-    from .reversible import Reversible
-
-    solver = Reversible(_solver(base_id, native=False) if base_id in OURS else _explicit(base_id), coupling)
+    base = _solver(base_id, native=False) if base_id in OURS else _explicit(base_id)
     term = diffrax.ODETerm(lambda t, y, a: a * y)
 
-    def run(lam):
+    def run(solver, lam, h, y0, n):
         # steps=True: the backward pass must see the very step times diffrax accumulated
-        sol = diffrax.diffeqsolve(term, solver, 0.0, n_steps * h, h, jnp.array([y0]), args=lam,
-                                  saveat=diffrax.SaveAt(steps=True, solver_state=True), max_steps=n_steps)
-        return sol.ys[n_steps - 1, 0], (sol.solver_state, sol.ts[:n_steps])
+        sol = diffrax.diffeqsolve(term, solver, 0.0, n * h, h, jnp.array([y0]), args=lam,
+                                  saveat=diffrax.SaveAt(steps=True, solver_state=True),
+                                  max_steps=MAX_REVERSIBLE_STEPS)
+        last = n.astype(int) - 1
+        return sol.ys[last, 0], (sol.solver_state.reshape(-1), jnp.concatenate([jnp.zeros(1), sol.ts]))
 
-    def back(lam, t0, t1, y, w):
+    def rebuild(solver, lam, y, w, times, n):
         psi = solver.base_map(term, lam, lambda v: v)
-        return reversible_step_back(lambda a, b, v: psi(a, b, v)[0], t0, t1, y, w, coupling)
 
-    return jax.jit(run), jax.jit(jax.grad(lambda lam: run(lam)[0])), jax.jit(back)
+        def back(i, state):
+            k = n.astype(int) - 1 - i
+            return reversible_step_back(lambda a, b, v: psi(a, b, v)[0], times[k], times[k + 1], *state,
+                                        solver.coupling)
+        return jax.lax.fori_loop(0, n.astype(int), back, (y, w))
+
+    return base, eqx.filter_jit(jax.value_and_grad(run, argnums=1, has_aux=True)), eqx.filter_jit(rebuild)
 
 
 def reversible_run(base_id, z, h, y0, n_steps, coupling, perturbation=0.0):
@@ -144,16 +167,17 @@ def reversible_run(base_id, z, h, y0, n_steps, coupling, perturbation=0.0):
     y_n * (1 + perturbation) with the core's backward step around the same base step."""
     import jax.numpy as jnp
 
-    run, gradient, back = _compiled_reversible(base_id, float(h), float(y0), int(n_steps), float(coupling))
-    lam = jnp.asarray(z / h)
+    from .reversible import Reversible
+
+    if not 1 <= n_steps <= MAX_REVERSIBLE_STEPS:
+        raise ValueError(f"n_steps must be in 1..{MAX_REVERSIBLE_STEPS} for the jax hooks, got {n_steps}")
+    base, run, rebuild = _compiled_reversible(base_id)
+    solver = Reversible(base, jnp.asarray(float(coupling)))
+    lam, n = jnp.asarray(z / h), jnp.asarray(float(n_steps))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # unstable configurations are measured on purpose
-        y_n, (z_n, ts) = run(lam)
-        dy = gradient(lam)
-    times = np.concatenate([[0.0], np.asarray(ts)])
-    y, w = jnp.array([float(y_n) * (1 + perturbation)]), jnp.asarray(z_n).reshape(1)
-    for k in reversed(range(n_steps)):
-        y, w = back(lam, times[k], times[k + 1], y, w)
+        (y_n, (z_n, times)), dy = run(solver, lam, jnp.asarray(float(h)), jnp.asarray(float(y0)), n)
+    y, _ = rebuild(solver, lam, jnp.array([float(y_n) * (1 + perturbation)]), z_n, times, n)
     return dict(y_n=float(y_n), y0_rebuilt=float(y[0]), dy_dlambda=float(dy))
 
 

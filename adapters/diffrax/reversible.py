@@ -37,7 +37,7 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
     """
 
     base_solver: diffrax.AbstractSolver
-    coupling: float = DEFAULT_COUPLING
+    coupling: float = DEFAULT_COUPLING   # a float, or a JAX scalar to trace it (one compile, many couplings)
 
     interpolation_cls = diffrax.LocalLinearInterpolation
 
@@ -121,13 +121,13 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         # above EIGEN_CHECK_MAX_N the spectrum costs more than it saves; the slow-mode check stays
         small = flat.size <= EIGEN_CHECK_MAX_N
         J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t, unravel(v), args))[0])(flat) if small else jnp.zeros(0)
-        coupling = self.coupling
 
-        def warn(J, h, n_steps):
+        def warn(J, h, n_steps, coupling):
             z = np.asarray(h) * np.linalg.eigvals(np.asarray(J).reshape(-1, flat.size, flat.size)) if small else None
             n = None if n_steps is None else int(np.max(n_steps))
-            message = instability_warning(base, z, coupling, n_steps=n)
+            message = instability_warning(base, z, float(np.max(coupling)), n_steps=n)
             if message:
                 warnings.warn(f"{where}: {message}", RuntimeWarning, stacklevel=2)
 
-        jax.debug.callback(warn, J, jnp.asarray(h), n_steps)
+        # the coupling travels as an argument: it may be a traced array (one compile for many couplings)
+        jax.debug.callback(warn, J, jnp.asarray(h), n_steps, jnp.asarray(self.coupling))
