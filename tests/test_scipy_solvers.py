@@ -275,3 +275,17 @@ def test_backend_is_discovered_and_installs():
     assert "scipy" in backends and backends["scipy"].available
     assert set(sc.SOLVER_IDS) == set(backends["scipy"].methods)
     assert stiffcore.install(["scipy"]) == ["scipy"]
+
+
+def test_atol_zero_with_zero_components_is_refused_not_a_hang():
+    """ROBER's y0 = [1, 0, 0] with atol = 0: the first-step heuristic divides by a zero error
+    scale; the solver looped forever on the NaN step.  Now it names the cause at once."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"atol = 0 and y0 is 0 in components \[1, 2\]"):
+        solve_ivp(ROBER.fun(), (0, 1e5), ROBER.y0, method="Rodas5P", rtol=1e-6, atol=0, jac=ROBER.jac_fun())
+    assert time.perf_counter() - start < 10
+    sol = solve_ivp(ROBER.fun(), (0, 1.0), ROBER.y0, method="Rodas5P", rtol=1e-6, atol=0, first_step=1e-6,
+                    jac=ROBER.jac_fun())
+    assert sol.status in (0, -1) and time.perf_counter() - start < 60  # returns, with an answer or a message

@@ -110,8 +110,11 @@ class StiffSolver(OdeSolver):
         self.last: StepResult | None = None
         self._setup()
         if first_step is None:
-            self.h_abs = select_initial_step(self.fun, t0, self.y, t_bound, self.max_step, self.f,
-                                             self.direction, self.error_order, self.rtol, self.atol)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.h_abs = select_initial_step(self.fun, t0, self.y, t_bound, self.max_step, self.f,
+                                                 self.direction, self.error_order, self.rtol, self.atol)
+            if not (np.isfinite(self.h_abs) and self.h_abs > 0):
+                raise ValueError(self._no_first_step_reason(self.h_abs))
         else:
             self.h_abs = validate_first_step(first_step, t0, t_bound)
         self.h_fixed = self.h_abs
@@ -130,6 +133,13 @@ class StiffSolver(OdeSolver):
             why = "with fixed steps" if can else f"takes fixed steps ({reason}) and"
             raise ValueError(f"{type(self).__name__} {why} needs first_step=h")
         return bool(adaptive)
+
+    def _no_first_step_reason(self, h) -> str:
+        zero = np.flatnonzero((np.broadcast_to(self.atol, self.y.shape) == 0) & (self.y == 0))
+        if zero.size:
+            return (f"cannot choose the first step (the heuristic gave h = {h}): atol = 0 and y0 is 0 in components "
+                    f"{zero[:5].tolist()}, so their error scale atol + rtol |y| is 0; give atol > 0 (or first_step=h)")
+        return f"cannot choose the first step (the heuristic gave h = {h}); give first_step=h"
 
     @staticmethod
     def _check_tstops(tstops, t0, t_bound):
@@ -182,7 +192,7 @@ class StiffSolver(OdeSolver):
         h_abs = min(self.h_fixed if not self.adaptive else self.h_abs, self.max_step)
         reason = None
         while True:
-            if h_abs < min_step:
+            if not h_abs >= min_step:  # (a NaN step fails here too, instead of looping forever)
                 detail = f" (last attempt at t = {t}: {reason})" if reason else ""
                 return False, self.TOO_SMALL_STEP + detail
             t_new = self._next_time(t, h_abs)
