@@ -20,7 +20,6 @@ from typing import ClassVar
 import diffrax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
