@@ -12,7 +12,8 @@ error weighted by (atol + rtol |y_ref|), maximised over components and times:
   adapter used before for every method).
 
 The reference is SciPy's Radau at rtol 1e-13, restarted at every time asked for, so it
-is as accurate at the outputs as at step ends.  Writes benchmarks/out/dense_output.png.
+is as accurate at the outputs as at step ends (``tests/helpers.step_end_reference``, the
+one the contract tests use).  Writes benchmarks/out/dense_output.png.
 
     python benchmarks/dense_output.py [--adapter diffrax scipy] [--quick]
 """
@@ -20,6 +21,8 @@ is as accurate at the outputs as at step ends.  Writes benchmarks/out/dense_outp
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 from _common import figure_tools, save
@@ -28,6 +31,9 @@ from scipy.interpolate import CubicHermiteSpline
 
 from stiffcore.problems import ROBER
 from stiffcore.report import table
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from helpers import step_end_reference, weighted_error  # noqa: E402  (the tests' reference and error)
 
 METHODS = ["Rodas5P", "Rodas4", "RadauIIA5", "Rosenbrock23", "TRBDF2"]
 
@@ -56,17 +62,11 @@ PROBLEMS = {
 
 
 def reference(problem, times):
-    out, t0, y = [], 0.0, np.asarray(problem["y0"], dtype=float)
-    for t in times:
-        if t > t0:
-            y = solve_ivp(problem["f"], (t0, t), y, method="Radau", rtol=1e-13, atol=1e-20).y[:, -1]
-            t0 = t
-        out.append(y)
-    return np.array(out)
+    return step_end_reference(problem["f"], problem["y0"], times)
 
 
 def weighted(ys, ref, rtol, atol):
-    return float(np.max(np.abs(ys - ref) / (atol + rtol * np.abs(ref))))
+    return weighted_error(ys, ref, rtol, atol)
 
 
 def solve_diffrax(problem, name, rtol, atol):
