@@ -274,7 +274,8 @@ def optimal_coupling(base: str | Method, z, n_steps: int, bounds=(1e-3, 0.999), 
     ``z`` is the set of h*mu a problem visits (spectrum times step sizes).  Growth compounds
     over ``n_steps``; the result says how many digits that costs, and (``warn``) a
     ``RuntimeWarning`` says so when even the best coupling loses more than
-    :data:`DIGITS_LOST_WARNING` digits (0.999 over 1e6 steps: 434 digits).
+    :data:`DIGITS_LOST_WARNING` digits (backward Euler over {-1.2, -1e3, -1e6} at 0.999 and
+    1e6 steps: 217 digits).
     """
     method = _base(base)
     z = as_z(z)

@@ -123,7 +123,8 @@ class StiffSolver(OdeSolver):
     # --- option checks ---------------------------------------------------------------
     def _check_adaptive(self, adaptive, first_step) -> bool:
         can = self.method.adaptive and self.supports_adaptive
-        reason = self.method.fixed_steps_reason or "it has no embedded error estimate"
+        # the method's own reason, or (Reversible around an adaptive base) the scheme's
+        reason = self.method.fixed_steps_reason or f"{type(self).__name__} takes fixed steps only"
         if adaptive is None:
             adaptive = can
         if adaptive and not can:
