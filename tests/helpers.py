@@ -117,3 +117,12 @@ def weighted_error(ys, ref, rtol, atol) -> float:
     """max over components and times of |y - y_ref| / (atol + rtol |y_ref|)."""
     ys, ref = np.asarray(ys), np.asarray(ref)
     return float(np.max(np.abs(ys - ref) / (atol + rtol * np.abs(ref))))
+
+
+
+def large_linear_system(rates, seed: int = 0) -> np.ndarray:
+    """A = Q diag(rates) Q^T with a random orthogonal Q: a dense Jacobian with a chosen real
+    spectrum and no structure to exploit, for the spectrum checks on large states."""
+    rates = np.asarray(rates, dtype=float)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((rates.size, rates.size)))
+    return (q * rates) @ q.T

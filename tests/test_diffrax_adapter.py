@@ -154,6 +154,24 @@ def test_reversible_wraps_diffrax_solvers_and_warns_where_the_core_predicts_grow
     assert float(sol.ys[-1, 0]) == pytest.approx(np.exp(-1e-3), rel=1e-9)
 
 
+def test_reversible_warns_on_large_states_from_krylov_estimates():
+    """520 unknowns (above EIGEN_CHECK_MAX_N): Ritz values of Arnoldi on JVPs inside the traced
+    solve.  h = 0.1, diffrax's ImplicitEuler base, rates in [-500, -50] (z in [-50, -5],
+    stable at coupling 0.999) plus one at -5 (z = -0.5, in the unstable band)."""
+    from helpers import large_linear_system
+
+    base = diffrax.ImplicitEuler(root_finder=diffrax.VeryChord(rtol=1e-10, atol=1e-12))
+    stable = np.linspace(-500.0, -50.0, 520)
+    term = diffrax.ODETerm(lambda t, y, A: A @ y)   # one compile for both spectra
+    for rates, warns in ((np.r_[stable[:-1], -5.0], True), (stable, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            diffrax.diffeqsolve(term, Reversible(base), 0.0, 0.3, 0.1, jnp.ones(520),
+                                args=jnp.asarray(large_linear_system(rates)))
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert any("grows by" in m for m in messages) == warns, messages
+
+
 @pytest.mark.parametrize("bad, error, match", [
     (lambda: Reversible(diffrax.Tsit5(), 1.5), ValueError, "strictly between 0 and 1"),
     (lambda: Reversible(diffrax.LeapfrogMidpoint()), ValueError, "one-step"),

@@ -289,3 +289,22 @@ def test_atol_zero_with_zero_components_is_refused_not_a_hang():
     sol = solve_ivp(ROBER.fun(), (0, 1.0), ROBER.y0, method="Rodas5P", rtol=1e-6, atol=0, first_step=1e-6,
                     jac=ROBER.jac_fun())
     assert sol.status in (0, -1) and time.perf_counter() - start < 60  # returns, with an answer or a message
+
+
+def test_reversible_warns_on_large_states_from_krylov_estimates():
+    """Above EIGEN_CHECK_MAX_N the warning comes from Arnoldi Ritz values, not an eigensolve:
+    600 unknowns, h = 1, spectrum in [-50, -5] (stable for backward Euler, coupling 0.999)
+    plus one mode at -0.5 inside the unstable band."""
+    from helpers import large_linear_system
+
+    from stiffcore.reversible import EIGEN_CHECK_MAX_N
+
+    stable = np.linspace(-50.0, -5.0, 600)
+    assert stable.size > EIGEN_CHECK_MAX_N
+    for rates, warns in ((np.r_[stable[:-1], -0.5], True), (stable, False)):
+        A = large_linear_system(rates)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            solve_ivp(lambda t, y: A @ y, (0, 30.0), np.ones(600), method="Reversible", first_step=1.0, jac=A)
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert any("grows by" in m for m in messages) == warns, messages

@@ -220,6 +220,23 @@ def test_reversible_warns_where_the_core_predicts_growth():
                method="reversible", options={"step_size": 0.1})  # z = -5: stable
 
 
+def test_reversible_warns_on_large_states_from_krylov_estimates():
+    """520 unknowns (above EIGEN_CHECK_MAX_N): Ritz values of Arnoldi on finite-difference J v.
+    h = 0.1, rates in [-500, -50] (z in [-50, -5], stable for backward Euler at coupling
+    0.999) plus one at -5 (z = -0.5, in the unstable band)."""
+    from helpers import large_linear_system
+
+    stable = np.linspace(-500.0, -50.0, 520)
+    for rates, warns in ((np.r_[stable[:-1], -5.0], True), (stable, False)):
+        A = torch.tensor(large_linear_system(rates), dtype=F64)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            odeint(lambda t, y: A @ y, torch.ones(520, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64),
+                   method="reversible", options={"step_size": 0.1, "jac": lambda t, y: A})
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert any("grows by" in m for m in messages) == warns, messages
+
+
 @pytest.mark.filterwarnings("ignore:.*grows by")
 def test_reversible_memory_does_not_grow_with_steps():
     """The autograd graph of odeint_reversible holds no per-step tensors: the saved state is

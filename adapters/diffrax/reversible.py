@@ -4,8 +4,9 @@ diffrax solver, ours or diffrax's own (explicit or implicit).
 The step is the core's framework-agnostic :func:`stiffcore.reversible.reversible_step` on
 raveled states, with the base solver's step (taken forwards and backwards) as the map.
 The solver state carries the second state z.  On its first step the solver evaluates
-h * eig(J) at the initial state and, through ``jax.debug.callback``, warns (``RuntimeWarning``)
-when the core predicts growth above 1.0011 per step for a decaying mode.
+h * eig(J) at the initial state (Ritz values from Arnoldi on JVPs above 500 unknowns) and,
+through ``jax.debug.callback``, warns (``RuntimeWarning``) when the core predicts growth
+above 1.0011 per step for a decaying mode.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from stiffcore.reversible import (
     DEFAULT_COUPLING, EIGEN_CHECK_MAX_N, check_coupling, instability_warning, reversible_step,
 )
+from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
 #: diffrax solvers that are not one-step maps of y alone, so they cannot serve as a base.
 _NOT_ONE_STEP = ("LeapfrogMidpoint", "ReversibleHeun", "SemiImplicitEuler")
@@ -118,12 +120,21 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         if base is None:
             return
         flat, unravel = ravel_pytree(y)
-        # above EIGEN_CHECK_MAX_N the spectrum costs more than it saves; the slow-mode check stays
+        field = lambda v: ravel_pytree(terms.vf(t, unravel(v), args))[0]  # noqa: E731
+        # above EIGEN_CHECK_MAX_N a dense eigensolve costs more than it saves: Arnoldi on JVPs
+        # gives the extreme eigenvalues (the Hessenberg matrix travels to the host instead of J)
         small = flat.size <= EIGEN_CHECK_MAX_N
-        J = jax.jacfwd(lambda v: ravel_pytree(terms.vf(t, unravel(v), args))[0])(flat) if small else jnp.zeros(0)
+        if small:
+            J = jax.jacfwd(field)(flat)
+        else:
+            v0 = jnp.asarray(start_vector(flat.size), dtype=flat.dtype)
+            J = jnp.asarray(arnoldi(lambda v: jax.jvp(field, (flat,), (v,))[1], v0))
 
         def warn(J, h, n_steps, coupling):
-            z = np.asarray(h) * np.linalg.eigvals(np.asarray(J).reshape(-1, flat.size, flat.size)) if small else None
+            m = J.shape[-1]                    # n, or the Krylov dimension; a vmap adds a batch axis
+            J = np.asarray(J).reshape(-1, m, m)
+            eig = np.linalg.eigvals(J) if small else np.concatenate([ritz_values(H) for H in J])
+            z = np.asarray(h) * eig
             n = None if n_steps is None else int(np.max(n_steps))
             message = instability_warning(base, z, float(np.max(coupling)), n_steps=n)
             if message:

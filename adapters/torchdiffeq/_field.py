@@ -92,6 +92,14 @@ class VectorField:
             return self._finite_difference(t, y)
         return self._autodiff_jacobian(t, y)
 
+    def directional_derivative(self, t, y: torch.Tensor, f0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """J v on the (B, n) layout by one forward difference (any func, no autograd needed;
+        accurate to about sqrt(eps), enough for spectrum estimates), f0 = f(t, y)."""
+        with torch.no_grad():
+            scale = torch.finfo(y.dtype).eps ** 0.5 * (1.0 + torch.linalg.vector_norm(y))
+            step = scale / torch.linalg.vector_norm(v).clamp(min=torch.finfo(y.dtype).tiny)
+            return (self(t, y + step * v) - f0) / step
+
     def _autodiff_jacobian(self, t, y) -> torch.Tensor:
         """Rows by one batched vector-Jacobian product (cheaper than jacrev for small n).
         Batch elements are independent, so the cotangent e_j on every element gives row j

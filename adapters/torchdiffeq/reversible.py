@@ -21,6 +21,7 @@ from stiffcore.reversible import (
     DEFAULT_COUPLING, EIGEN_CHECK_MAX_N, check_coupling, instability_warning, reversible_step, reversible_step_back,
     reversible_step_vjp,
 )
+from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
 from ._solver import OPTIONS, StiffSolver
 from ._steps import Point
@@ -117,11 +118,18 @@ class ReversibleSolver(StiffSolver):
         return self._times[: self.n_recorded + 1]
 
     def _warn_if_unstable(self, t, y, h) -> None:
-        z = None  # above EIGEN_CHECK_MAX_N only the slow-mode loss is checked (no spectrum)
-        if self.field.n <= EIGEN_CHECK_MAX_N:
-            with torch.no_grad():
-                J = self.field.jacobian(t, y.detach())
-                z = (torch.as_tensor(h, dtype=self.dtype) * torch.linalg.eigvals(J.cpu())).numpy()
+        with torch.no_grad():
+            y = y.detach()
+            if self.field.n <= EIGEN_CHECK_MAX_N:
+                eig = torch.linalg.eigvals(self.field.jacobian(t, y).cpu()).numpy()
+            else:
+                # above EIGEN_CHECK_MAX_N: Ritz values from Arnoldi on J v (batch elements are
+                # independent, so the whole (B, n) state is one block-diagonal operator)
+                f0 = self.field(t, y)
+                matvec = lambda v: self.field.directional_derivative(t, y, f0, v.reshape(y.shape)).reshape(-1)
+                v0 = torch.as_tensor(start_vector(y.numel()), dtype=y.dtype, device=y.device)
+                eig = ritz_values(arnoldi(matvec, v0))
+            z = float(h) * eig
         message = instability_warning(self.method.id, z, self.coupling, n_steps=max(self.n_steps, 1))
         if message:
             warnings.warn(f"at t = {float(t):.6g}: {message}", RuntimeWarning, stacklevel=4)
