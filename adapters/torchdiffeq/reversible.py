@@ -126,7 +126,10 @@ class ReversibleSolver(StiffSolver):
                 # above EIGEN_CHECK_MAX_N: Ritz values from Arnoldi on J v (batch elements are
                 # independent, so the whole (B, n) state is one block-diagonal operator)
                 f0 = self.field(t, y)
-                matvec = lambda v: self.field.directional_derivative(t, y, f0, v.reshape(y.shape)).reshape(-1)
+
+                def matvec(v):
+                    return self.field.directional_derivative(t, y, f0, v.reshape(y.shape)).reshape(-1)
+
                 v0 = torch.as_tensor(start_vector(y.numel()), dtype=y.dtype, device=y.device)
                 eig = ritz_values(arnoldi(matvec, v0))
             z = float(h) * eig
