@@ -126,3 +126,24 @@ def large_linear_system(rates, seed: int = 0) -> np.ndarray:
     rates = np.asarray(rates, dtype=float)
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((rates.size, rates.size)))
     return (q * rates) @ q.T
+
+
+def hires(t, y, xp=np):
+    """HIRES (Schafer 1975; the IVP test set's 8-species plant physiology problem, written
+    from its published equations), on [0, 321.8122] from HIRES_Y0."""
+    r = 280.0 * y[5] * y[7]
+    return xp.stack([
+        -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
+        1.71 * y[0] - 8.75 * y[1],
+        -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
+        8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+        -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
+        -r + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+        r - 1.81 * y[6],
+        -r + 1.81 * y[6],
+    ])
+
+
+HIRES_Y0 = np.array([1.0, 0, 0, 0, 0, 0, 0, 0.0057])
+HIRES_T1 = 321.8122
+

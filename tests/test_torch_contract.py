@@ -54,3 +54,20 @@ def test_rober_outputs_honour_the_tolerance(method):
                             rtol=rtol, atol=atol)
     ref = step_end_reference(ROBER.fun(), ROBER.y0, ts[1:], jac=ROBER.jac_fun())
     assert weighted_error(ys[1:].detach().numpy(), ref, rtol, atol) <= 10, method
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:rtol below")  # rtol = 0 warns before atol = 0 raises
+def test_zero_tolerances_return_at_once_with_a_message():
+    """atol = 0 with ROBER's zero components (and rtol = atol = 0) looped on NaN steps forever;
+    now they raise naming the components, and an rtol below round-off is raised to 100 eps
+    with a warning, as solve_ivp does."""
+    p = torch.tensor(ROBER.params, dtype=torch.float64)
+    y0 = torch.tensor(ROBER.y0, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for rtol in (1e-6, 0.0):
+        with pytest.raises(ValueError, match=r"atol = 0 and y0 is 0 in component\(s\) \[1, 2\]"):
+            torchdiffeq.odeint(lambda t, y: ROBER.rhs(t, y, p), y0, t, method="rodas5p", rtol=rtol, atol=0.0)
+    with pytest.warns(UserWarning, match="rtol below 2.22e-14"):
+        y = torchdiffeq.odeint(lambda t, y: -y, torch.ones(1, dtype=F64), t, method="rodas5p", rtol=1e-20, atol=0.0)
+    assert float(y[-1, 0]) == pytest.approx(np.exp(-1.0), rel=1e-12)

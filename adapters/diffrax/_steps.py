@@ -16,7 +16,7 @@ error filter) is the catalogue's :func:`~stiffcore.catalogue.schemes.runge_kutta
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ class Step(NamedTuple):
     error: jax.Array | None        # local error estimate (None without an embedded method)
     result: optx.RESULTS
     increments: jax.Array          # (stages, n): what the method's dense matrix acts on
+    stiff_filter: Callable | None = None   # v -> (I - h gamma J)^-1 v with the step's own matrix
 
 
 def weighted(rows, vectors):
@@ -78,21 +79,24 @@ def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: i
             Z[i] = weighted(block.a_block_inv[r], [Y[k] - psi[k] for k in range(len(idx))])
         Y_last = Y[-1]
     y1 = Y_last if sch.solution_is_last_stage else y0 + weighted(sch.b, Z)
-    error = None
+    error, stiff_filter = None, None
     if sch.error_weights is not None:
         error = jax.lax.stop_gradient(weighted(sch.error_weights, Z))
         if sch.error_b0:
             error = error - jax.lax.stop_gradient(h * float(sch.error_b0) * f0)
         if sch.error_filter:
-            error = _filter(f, t0, y0, h * float(sch.error_filter), error)
-    return Step(y1, error, result, jnp.stack(Z))
+            stiff_filter = _stiff_filter(f, t0, y0, h * float(sch.error_filter))
+            error = stiff_filter(error)
+    return Step(y1, error, result, jnp.stack(Z), stiff_filter)
 
 
-def _filter(f, t0, y0, hg, error):
-    """(I - h gamma J)^-1 error: stiff components of the estimate are not overestimated."""
+def _stiff_filter(f, t0, y0, hg):
+    """v -> (I - h gamma J)^-1 v, so stiff components of an estimate are not overestimated
+    (estimates only: no gradient flows through it)."""
     y0, hg = jax.lax.stop_gradient(y0), jax.lax.stop_gradient(hg)
     J = jax.jacfwd(lambda v: f(t0, v))(y0)
-    return lu_solve(lu_factor(jnp.eye(y0.size, dtype=y0.dtype) - hg * J), error)
+    lu = lu_factor(jnp.eye(y0.size, dtype=y0.dtype) - hg * J)
+    return lambda v: lu_solve(lu, jax.lax.stop_gradient(v))
 
 
 def rosenbrock_step(method: Method, f, t0, y0, h, f0) -> Step:
@@ -117,4 +121,6 @@ def rosenbrock_step(method: Method, f, t0, y0, h, f0) -> Step:
         k.append(lu_solve(lu, rhs))
     y1 = y0 + weighted(m, k)
     error = None if m_hat is None else jax.lax.stop_gradient(weighted(m - m_hat, k))
-    return Step(y1, error, optx.RESULTS.successful, jnp.stack(k))
+    lu_estimates = jax.lax.stop_gradient(lu)
+    return Step(y1, error, optx.RESULTS.successful, jnp.stack(k),
+                lambda v: lu_solve(lu_estimates, jax.lax.stop_gradient(v)))

@@ -24,7 +24,9 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
 from stiffcore.catalogue import get_method
-from stiffcore.catalogue.dense import HERMITE, dense_matrix, interpolation_order
+from stiffcore.catalogue.dense import (
+    DEFECT_THETA, HERMITE, controls_interpolation, dense_matrix, interpolation_order, midpoint_and_scaled_slope,
+)
 
 from ._steps import Step, implicit_rk_step, rosenbrock_step
 from .interpolation import PolynomialInterpolation
@@ -51,6 +53,9 @@ class _CatalogueSolver(diffrax.AbstractSolver):
     method_id: ClassVar[str] = ""
     term_structure: ClassVar = diffrax.ODETerm
     interpolation_cls: ClassVar = PolynomialInterpolation
+    #: With an own continuous extension and a step-size controller: accept a step only when the
+    #: output between its ends (SaveAt(ts), dense) meets the tolerance too; one extra f per step.
+    control_interpolation: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -87,12 +92,15 @@ class _CatalogueSolver(diffrax.AbstractSolver):
         error = step.error
         if not get_method(self.method_id).adaptive:
             error = None  # (ROS3P's published estimate cannot choose steps: see its catalogue entry)
+        coeffs = self._dense_coefficients(flat, step, h * f0, h * f1)
+        if (error is not None and step.stiff_filter is not None and self.control_interpolation
+                and controls_interpolation(self.method_id)):
+            error = _with_interpolation_error(f, t0, flat, h, coeffs, step.stiff_filter, error)
         if error is not None:
             # as diffrax's own implicit solvers do: a failed step has an infinite error, so an
             # adaptive controller rejects it (and diffrax then ignores the result) while a
             # constant step size accepts it and the solve stops with the failure
             error = jnp.where(result == optx.RESULTS.successful, error, jnp.inf)
-        coeffs = self._dense_coefficients(flat, step, h * f0, h * f1)
         dense_info = dict(y0=y0, coeffs=jax.vmap(unravel)(coeffs))
         return (unravel(step.y1), None if error is None else unravel(error), dense_info, f1,
                 diffrax.RESULTS.promote(result))
@@ -126,6 +134,16 @@ class RosenbrockSolver(_CatalogueSolver):
 
     def _advance(self, f, t0, y0, h, f0) -> Step:
         return _nonfinite_fails(rosenbrock_step(get_method(self.method_id), f, t0, y0, h, f0))
+
+
+def _with_interpolation_error(f, t0, y0, h, coeffs, stiff_filter, error):
+    """The step's estimate raised, component by component, to the continuous extension's
+    mid-step error: its defect filtered by the step's own matrix
+    (:func:`stiffcore.catalogue.dense.midpoint_and_scaled_slope`).  Estimates carry no gradient."""
+    y0, h, coeffs = (jax.lax.stop_gradient(x) for x in (y0, h, coeffs))
+    u, h_slope = midpoint_and_scaled_slope(y0, coeffs)
+    e = DEFECT_THETA * stiff_filter(h_slope - h * f(t0 + DEFECT_THETA * h, u))
+    return jax.lax.stop_gradient(jnp.where(jnp.abs(e) > jnp.abs(error), e, error))
 
 
 def _nonfinite_fails(step: Step) -> Step:

@@ -20,7 +20,9 @@ from scipy.integrate._ivp.common import (
 )
 
 from stiffcore.catalogue import Method, get_method
-from stiffcore.catalogue.dense import HERMITE
+from stiffcore.catalogue.dense import (
+    DEFECT_THETA, HERMITE, controls_interpolation, midpoint_and_scaled_slope,
+)
 
 from ._linalg import Jacobian, ShiftedLU, SingularMatrixError
 
@@ -82,6 +84,12 @@ class StiffSolver(OdeSolver):
     newton_tol : float, optional
         Stopping tolerance of Newton iterations in the weighted RMS norm
         (default ``max(10 eps / rtol, min(0.03, rtol ** 0.5))``, as SciPy's Radau).
+    control_interpolation : bool, optional
+        For adaptive methods with their own continuous extension (Rodas4, Rodas5P,
+        Rosenbrock23, RadauIIA5) or whose cubic Hermite output is of lower order than the
+        method (Kvaerno4, Kvaerno5): accept a step only when the dense output's mid-step error
+        estimate meets the tolerance too (default True; one extra ``fun`` call per step).
+        False when only the step ends matter.
     """
 
     method_id: ClassVar[str] = ""
@@ -89,13 +97,16 @@ class StiffSolver(OdeSolver):
 
     def __init__(self, fun, t0, y0, t_bound, max_step=np.inf, rtol=1e-3, atol=1e-6, jac=None,
                  jac_sparsity=None, vectorized=False, first_step=None, adaptive=None, tstops=None,
-                 newton_tol=None, **extraneous):
+                 newton_tol=None, control_interpolation=True, **extraneous):
         warn_extraneous(extraneous)
         super().__init__(fun, t0, y0, t_bound, vectorized)
         self.method: Method = get_method(self.method_id)
         self.max_step = validate_max_step(max_step)
         self.rtol, self.atol = validate_tol(rtol, atol, self.n)
         self.adaptive = self._check_adaptive(adaptive, first_step)
+        # the output between steps meets the tolerance too (catalogue.dense.midpoint_and_scaled_slope)
+        self.control_interpolation = bool(control_interpolation) and self.adaptive and controls_interpolation(
+            self.method)
         self.f = self.fun(self.t, self.y)
         if not np.all(np.isfinite(self.f)):
             raise ValueError(f"fun returned non-finite values at t0 = {t0}: {self.f}")
@@ -200,6 +211,8 @@ class StiffSolver(OdeSolver):
             h = t_new - t
             try:
                 result = self._attempt(t, y, h, self.f)
+                if self.control_interpolation:
+                    result.error = self._with_interpolation_error(t, y, h, result)
             except StepFailure as failure:
                 reason = str(failure)
                 if not self.adaptive:
@@ -242,7 +255,20 @@ class StiffSolver(OdeSolver):
         coeffs = result.dense if result.dense is not None else hermite_coeffs(h, self.y_old, self.y, self.f_old, self.f)
         return PolynomialDense(self.t_old, self.t, self.y_old, coeffs)
 
+    def _with_interpolation_error(self, t, y, h, result):
+        """The step's error estimate, raised component by component to the continuous
+        extension's mid-step error (defect filtered by the step's own matrix; see
+        :func:`stiffcore.catalogue.dense.midpoint_and_scaled_slope`)."""
+        coeffs = result.dense if result.dense is not None else hermite_coeffs(h, y, result.y, self.f, result.f)
+        u, h_slope = midpoint_and_scaled_slope(y, coeffs)
+        e = DEFECT_THETA * self._interpolation_filter(h, h_slope - h * self.eval_f(t + DEFECT_THETA * h, u))
+        return np.where(np.abs(e) > np.abs(result.error), e, result.error)
+
     # --- hooks for the method subclasses ------------------------------------------------
+    def _interpolation_filter(self, h, raw):
+        """(I - h gamma J)^-1 raw with a gamma of the method's own factorisations."""
+        raise NotImplementedError
+
     def _growth_factor(self, err: float, result: StepResult) -> float:
         """Next step size over this one after an accepted step with error norm ``err``."""
         factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))

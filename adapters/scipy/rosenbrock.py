@@ -60,5 +60,10 @@ class Rosenbrock(StiffSolver):
         dense = None if self.dense_matrix is None else self.dense_matrix @ k  # the method's own extension
         return StepResult(y_new, f_new, error, dense)
 
+    def _interpolation_filter(self, h, raw):
+        """(I - h gamma J)^-1 raw: the step's own matrix, already factorised."""
+        shift = 1 / (h * self.gamma)
+        return shift * self.solve_shifted(shift, raw)
+
     def _accepted(self, t, y, h, result) -> None:
         self.lu.clear()  # W depends on J(y), which changes every step

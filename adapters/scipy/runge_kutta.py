@@ -157,6 +157,16 @@ class ImplicitRungeKutta(StiffSolver):
         shift = (self.b0_shift if self.b0_shift is not None else 1 / self.b0) / h
         return shift * self.solve_shifted(shift, raw)
 
+    def _interpolation_filter(self, h, raw):
+        """(I - h gamma J)^-1 raw from a factorisation the step already has: the error
+        estimate's for Radau IIA5, the diagonal's for a DIRK."""
+        if self.fully_implicit:
+            return self._stiff_filter(h, raw)
+        if not self.a[-1, -1]:
+            return raw                  # explicit: nothing is stiff enough to filter
+        gamma = h * self.a[-1, -1]
+        return self.solve_shifted(1 / gamma, raw) / gamma
+
     def _refine_error(self, t, y, h, result):
         if not self.b0 or result.error is None:
             return None

@@ -11,6 +11,7 @@ I, II.4); a batch shares one step size.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar
 
 import torch
@@ -76,6 +77,7 @@ class StiffSolver:
         self.field = VectorField(func, y0, options.get("batch_dims", 0), options.get("jac"))
         self.rtol = self._tolerance("rtol", rtol)
         self.atol = self._tolerance("atol", atol)
+        self._check_tolerances()
         self.norm = options.get("norm") or _rms_norm
         self.step_size = _positive("step_size", options.get("step_size"))
         self.first_step = _positive("first_step", options.get("first_step"))
@@ -128,6 +130,21 @@ class StiffSolver:
         except RuntimeError:
             raise ValueError(f"{name} of shape {tuple(tol.shape)} does not broadcast to y0's shape "
                              f"{tuple(self.y0.shape)}") from None
+
+    def _check_tolerances(self) -> None:
+        """As SciPy's solve_ivp: rtol below 100 eps (float64) is raised to it with a warning; and
+        a zero error scale (atol = 0 where y0 = 0) is refused at once, since no step could be
+        weighed.  (In float32 the floor is 4 eps: rtol 1e-6, 8 eps, is common there and works.)"""
+        eps = torch.finfo(self.dtype).eps
+        floor = (100 if self.dtype == torch.float64 else 4) * eps
+        if bool(torch.any(self.rtol < floor)):
+            warnings.warn(f"rtol below {floor:.3g} ({self.dtype}) is raised to it, as solve_ivp does (a smaller "
+                          "rtol asks for less than round-off and only takes more steps)", UserWarning, stacklevel=4)
+            self.rtol = torch.clamp(self.rtol, min=floor)
+        zero = torch.nonzero(((self.atol == 0) & (self.field.flat(self.y0.detach()) == 0)).any(dim=0)).flatten()
+        if zero.numel():
+            raise ValueError(f"atol = 0 and y0 is 0 in component(s) {zero[:5].tolist()}, so their error scale "
+                             "atol + rtol |y| is 0 and no step can be weighed; give atol > 0 there")
 
     def _scale(self, y: torch.Tensor) -> torch.Tensor:
         return self.atol + self.rtol * y.abs()
@@ -229,7 +246,7 @@ class StiffSolver:
             landing = bool(t + 1.01 * h >= t_next)
             if landing:
                 h = t_next - t
-            if bool(h <= 8 * torch.finfo(self.dtype).eps * torch.clamp(t.abs(), min=1.0)):
+            if not bool(h > 8 * torch.finfo(self.dtype).eps * torch.clamp(t.abs(), min=1.0)):  # NaN h fails too
                 raise FloatingPointError(f"step size underflow at t = {float(t):.6g} (h = {float(h):.3g}, method "
                                          f"{self.method_id!r}){': ' + reason if reason else ''}")
             try:

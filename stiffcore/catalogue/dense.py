@@ -68,3 +68,39 @@ def interpolation_order(method: str | Method) -> int:
     method = get_method(method)
     D = dense_matrix(method)
     return 3 if D is None else min(method.order, D.shape[0])
+
+
+#: Where the interpolation error is estimated: mid-step, where it peaks for the extensions
+#: here (they are exact at both ends).
+DEFECT_THETA = 0.5
+
+
+def midpoint_and_scaled_slope(y0, coeffs, theta: float = DEFECT_THETA):
+    """``u = y0 + sum_k c_k theta^k`` and ``h u'`` at ``t0 + theta h`` (any framework's
+    arrays; rows ``coeffs[k - 1] = c_k``).  Nothing divides by h, so a zero-length step
+    stays finite (and differentiable) under ``jax.vmap``.
+
+    The continuous extension's error there is estimated from its defect,
+    ``h delta = h u' - h f(t0 + theta h, u)``, as ``theta (I - h gamma J)^-1 h delta``: the
+    error e of the extension obeys e' = J e + delta, e(0) = 0, and the (I - h gamma J)^-1
+    factor (a backward-Euler-like solve over theta h, with the step's own matrix) keeps stiff
+    components, whose defect is large but whose error is damped, from dominating (Shampine's
+    filtering of the ode23s estimate, Shampine & Reichelt 1997; Enright's defect control).
+    Adapters take the larger of it and the embedded estimate component by component, so steps
+    are accepted only when the output between them meets the tolerance too."""
+    u, slope = y0, 0.0 * y0
+    for k in range(len(coeffs)):
+        u = u + coeffs[k] * theta ** (k + 1)
+        slope = slope + coeffs[k] * ((k + 1) * theta ** k)
+    return u, slope
+
+
+def controls_interpolation(method: str | Method) -> bool:
+    """Whether adapters add the interpolation error estimate to the step's: every adaptive
+    method except those whose cubic Hermite output is of higher order than the method
+    (TRBDF2, order 2), where interpolation errors stay below the steps' and control only adds
+    steps (measured on ROBER: 2.5x the steps for the same error at the outputs)."""
+    from . import get_method
+
+    method = get_method(method)
+    return method.adaptive and (dense_matrix(method) is not None or 3 <= method.order)
