@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -215,6 +217,50 @@ def calibration_summary(predicted, measured, params) -> str:
             f"predicted), d/dlog p {spread(measured * params):.1f} ({spread(predicted * params):.1f})")
 
 
+def _tolerance(text: str) -> float:
+    """argparse type: a relative tolerance in [100 eps, 1) (below it solvers only grind)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    floor = 100 * np.finfo(float).eps
+    if not floor <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [{floor:.3g}, 1), got {text}")
+    return value
+
+
+def _writable(folder: str) -> str | None:
+    """Why ``folder`` cannot take a file, or None (a real write: permission bits lie to root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _png_path(text: str) -> str:
+    """argparse type: a PNG path whose folder exists and is writable, checked before any work."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist")
+    why = _writable(folder)
+    if why:
+        raise argparse.ArgumentTypeError(f"cannot write in {folder!r}: {why}")
+    return text
+
+
+def _out_dir(text: str) -> str:
+    """argparse type: an output directory that exists or can be created, checked before any work
+    (by a real write in its nearest existing folder; nothing is created here)."""
+    existing = os.path.abspath(text)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    why = "not a folder" if not os.path.isdir(existing) else _writable(existing)
+    if why:
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {existing!r}: {why}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -225,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decay", help="stability classification and gradient decay |R'(z)| of every method")
     p.add_argument("--method", nargs="+", help="method ids (default: the whole catalogue)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--plot", default="stiffcore-decay.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-decay.png", help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="skip the PNG")
     p.set_defaults(func=cmd_decay)
 
@@ -235,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="couplings lambda in (0, 1) (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=1.01, help="growth per step called unstable")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", default="stiffcore-reversible.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-reversible.png", help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_reversible)
 
@@ -246,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="the exhaustive sweep: z on half-decades, every stable reversible z (about 2x the time)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", default="stiffcore-conformance.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-conformance.png", help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_conformance)
 
@@ -255,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="scipy", choices=list(DIAGNOSE),
                    help="backend that solves (default: %(default)s)")
     p.add_argument("--method", default="RadauIIA5", help="solver (default: %(default)s)")
-    p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance; atol = 1e-4 rtol")
-    p.add_argument("--plot", default="stiffcore-diagnose.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--rtol", type=_tolerance, default=1e-6, help="relative tolerance; atol = 1e-4 rtol")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-diagnose.png", help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_diagnose)
 
@@ -271,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="stiff catalogue method (default: the recipe's, rosenbrock23)")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: %(default)s)")
     p.add_argument("--resume", help="continue from this checkpoint (.npz; AdamW's moments restart)")
-    p.add_argument("--out", default="stiffcore-train", help="directory for checkpoint and PNGs (default: %(default)s)")
+    p.add_argument("--out", type=_out_dir, default="stiffcore-train",
+                   help="directory for checkpoint and PNGs (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="epochs between checkpoints (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

@@ -83,3 +83,18 @@ def test_version_and_interrupt_exit_status(monkeypatch, capsys):
         raise KeyboardInterrupt
     monkeypatch.setattr(cli, "cmd_decay", interrupted)
     assert cli.main(["decay", "--no-plot"]) == 130 and "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("argv, message", [
+    (["diagnose", "rober", "--rtol", "0"], "--rtol: must be in [2.22e-14, 1), got 0"),
+    (["diagnose", "rober", "--rtol", "-1"], "--rtol: must be in [2.22e-14, 1), got -1"),
+    (["decay", "--plot", "/nonexistent-folder/decay.png"], "'/nonexistent-folder' does not exist"),
+    (["train", "rober", "--out", "/proc/stiffcore-train"], "cannot write '/proc/stiffcore-train'"),
+])
+def test_bad_paths_and_tolerances_are_refused_before_any_work(argv, message, capsys):
+    """diagnose --rtol 0 hung and --rtol -1 blamed atol; unwritable plot and output paths
+    printed tracebacks after the work.  Now argparse refuses them at once (exit 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
