@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decay", help="stability classification and gradient decay |R'(z)| of every method")
     p.add_argument("--method", nargs="+", help="method ids (default: the whole catalogue)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--plot", type=_png_path, default="stiffcore-decay.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-decay.png",
+                   help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="skip the PNG")
     p.set_defaults(func=cmd_decay)
 
@@ -281,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="couplings lambda in (0, 1) (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=1.01, help="growth per step called unstable")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", type=_png_path, default="stiffcore-reversible.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-reversible.png",
+                   help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_reversible)
 
@@ -292,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="the exhaustive sweep: z on half-decades, every stable reversible z (about 2x the time)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", type=_png_path, default="stiffcore-conformance.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-conformance.png",
+                   help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_conformance)
 
@@ -302,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend that solves (default: %(default)s)")
     p.add_argument("--method", default="RadauIIA5", help="solver (default: %(default)s)")
     p.add_argument("--rtol", type=_tolerance, default=1e-6, help="relative tolerance; atol = 1e-4 rtol")
-    p.add_argument("--plot", type=_png_path, default="stiffcore-diagnose.png", help="PNG path (default: %(default)s)")
+    p.add_argument("--plot", type=_png_path, default="stiffcore-diagnose.png",
+                   help="PNG path (default: %(default)s)")
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_diagnose)
 

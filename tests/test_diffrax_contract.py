@@ -165,3 +165,20 @@ def test_a_failing_fixed_step_ends_the_solve(name):
     assert sol.result != diffrax.RESULTS.successful, (name, sol.ys)
     with pytest.raises(Exception):
         diffrax.diffeqsolve(term, _solver(name, fixed=True), 0.0, 10.0, 1.0, jnp.array([1.0]), **kw)
+
+
+@pytest.mark.timeout(120)
+def test_hopeless_failures_stop_with_their_reason_not_max_steps():
+    """A NaN y0 and y' = -sqrt(y) (NaN once a step overshoots y = 0 at t = 2) both ended with
+    "maximum number of solver steps" after max_steps rejections: no smaller step can help a
+    non-finite start, or a failure with h at round-off in t.  Now the first raises naming y0
+    and the second stops with RESULTS.nonfinite long before max_steps."""
+    import equinox as eqx
+
+    controller = diffrax.PIDController(rtol=1e-6, atol=1e-9)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="y0 has non-finite"):
+        diffrax.diffeqsolve(DECAY, adapter.Rodas5P(), 0.0, 1.0, 0.01, jnp.array([jnp.nan]), args=1.0,
+                            stepsize_controller=controller, throw=False)
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: -jnp.sqrt(y)), adapter.Rodas5P(), 0.0, 3.0, 0.01,
+                              jnp.array([1.0]), stepsize_controller=controller, throw=False, max_steps=4096)
+    assert sol.result == diffrax.RESULTS.nonfinite and int(sol.stats["num_steps"]) < 1000

@@ -118,3 +118,40 @@ def test_rtol_below_round_off_is_raised_with_solve_ivps_warning():
     with pytest.warns(UserWarning, match="rtol.*too small"):
         sol = solve_ivp(lambda t, y: -y, (0.0, 1.0), [1.0], method="Rodas5P", rtol=1e-20, atol=1e-30)
     assert sol.success and sol.y[0, -1] == pytest.approx(np.exp(-1.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("span", [(0.0, 1.0), (1.0, 0.0)])
+def test_fun_is_never_evaluated_beyond_t_bound(name, span):
+    """OdeSolver's t_bound: the integration does not go beyond it.  Kvaerno5 (c3 = 1.23)
+    evaluated fun up to 0.09 past it, Rodas4 by round-off; forcing data that ends at t_bound
+    would fail.  Non-autonomous f, both directions."""
+    seen = []
+
+    def fun(t, y):
+        seen.append(t)
+        return np.array([-y[0] + np.sin(t)])
+
+    sol = solve_ivp(fun, span, [1.0], method=name, rtol=1e-6, atol=1e-9, **_fixed(name, 0.05))
+    assert sol.status == 0 and sol.t[-1] == span[1]
+    beyond = max(seen) - span[1] if span[1] > span[0] else span[1] - min(seen)
+    assert beyond <= 0, (name, beyond)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_a_zero_length_span_returns_y0_as_scipys_radau_does(name):
+    """solve_ivp with t_span = (t0, t0) raised "cannot choose the first step"; SciPy's Radau
+    returns y0 (with fixed steps, SciPy's own check refuses any first_step there)."""
+    radau = solve_ivp(lambda t, y: -y, (2.0, 2.0), [1.0, 3.0], method="Radau")
+    sol = solve_ivp(lambda t, y: -y, (2.0, 2.0), [1.0, 3.0], method=name)
+    assert sol.status == radau.status == 0 and sol.t.tolist() == radau.t.tolist()
+    np.testing.assert_array_equal(sol.y, radau.y)
+
+
+def test_bad_fun_and_jacobian_values_are_named():
+    """A fun of the wrong shape failed inside SciPy's internals (IndexError); a NaN Jacobian
+    ended with 'Newton matrix is singular (shift inf)'."""
+    with pytest.raises(ValueError, match=r"fun\(t0, y0\) must return an array of y0's shape \(1,\), got shape \(2,\)"):
+        solve_ivp(lambda t, y: np.array([-y[0], 1.0]), (0, 1), [1.0], method="Rodas5P")
+    sol = solve_ivp(lambda t, y: -y, (0, 1), [1.0], method="Rodas5P", jac=lambda t, y: np.array([[np.nan]]))
+    assert sol.status == -1 and "the Jacobian has non-finite entries at t = 0" in sol.message

@@ -71,3 +71,10 @@ def test_zero_tolerances_return_at_once_with_a_message():
     with pytest.warns(UserWarning, match="rtol below 2.22e-14"):
         y = torchdiffeq.odeint(lambda t, y: -y, torch.ones(1, dtype=F64), t, method="rodas5p", rtol=1e-20, atol=0.0)
     assert float(y[-1, 0]) == pytest.approx(np.exp(-1.0), rel=1e-12)
+
+
+def test_func_of_another_dtype_is_named():
+    """func returning float32 for a float64 state failed inside lu_solve."""
+    with pytest.raises(TypeError, match="func\\(t, y\\) returned torch.float32 for a torch.float64 state"):
+        torchdiffeq.odeint(lambda t, y: (-y).float(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                           method="rodas5p")

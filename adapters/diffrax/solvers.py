@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -77,6 +78,8 @@ class _CatalogueSolver(diffrax.AbstractSolver):
 
     def init(self, terms, t0, t1, y0, args):
         f, flat, _ = _flat_field(terms, args, y0)
+        # no step size can repair a non-finite y0: say so (a controller would shrink h to max_steps)
+        flat = eqx.error_if(flat, ~jnp.all(jnp.isfinite(flat)), "y0 has non-finite (nan or inf) values")
         return f(t0, flat)
 
     def func(self, terms, t0, y0, args):
@@ -99,8 +102,13 @@ class _CatalogueSolver(diffrax.AbstractSolver):
         if error is not None:
             # as diffrax's own implicit solvers do: a failed step has an infinite error, so an
             # adaptive controller rejects it (and diffrax then ignores the result) while a
-            # constant step size accepts it and the solve stops with the failure
-            error = jnp.where(result == optx.RESULTS.successful, error, jnp.inf)
+            # constant step size accepts it and the solve stops with the failure.  Where no
+            # smaller step can help (the state or f at the step's start is not finite, or h is
+            # at round-off in t), a zero error makes the controller keep the failed step, so the
+            # solve stops with its reason instead of shrinking h until max_steps.
+            hopeless = (~jnp.all(jnp.isfinite(flat)) | ~jnp.all(jnp.isfinite(f0))
+                        | (jnp.abs(h) <= 64 * jnp.finfo(flat.dtype).eps * jnp.maximum(jnp.abs(t0), 1.0)))
+            error = jnp.where(result == optx.RESULTS.successful, error, jnp.where(hopeless, 0.0, jnp.inf))
         dense_info = dict(y0=y0, coeffs=jax.vmap(unravel)(coeffs))
         return (unravel(step.y1), None if error is None else unravel(error), dense_info, f1,
                 diffrax.RESULTS.promote(result))

@@ -17,11 +17,23 @@ class Derivatives:
     def __init__(self, fun, n: int, p: np.ndarray, jac=None, jac_p=None) -> None:
         self.fun, self.n, self.p = fun, n, p
         self.jac, self.jac_p = jac, jac_p
+        self._check_real_call()
         self.complex_ok = self._accepts_complex()
         if (jac is None or jac_p is None) and not self.complex_ok:
             warnings.warn("stiffcore: fun does not accept complex input, so df/dy or df/dp come from central "
                           "differences (about 8 digits); pass jac= and jac_p= for exact sensitivities",
                           RuntimeWarning, stacklevel=3)
+
+    def _check_real_call(self) -> None:
+        """fun must take this y and p before anything is probed (a p of the wrong length used to
+        surface as a warning about complex input)."""
+        try:
+            out = np.asarray(self.fun(0.0, np.full(self.n, 0.5), self.p))
+        except (IndexError, ValueError, TypeError) as exc:
+            raise ValueError(f"fun(t, y, p) fails for y of length {self.n} and p of length {self.p.size} "
+                             f"({type(exc).__name__}: {exc}); check p") from exc
+        if out.shape != (self.n,):
+            raise ValueError(f"fun(t, y, p) must return shape ({self.n},) like y, got {out.shape}")
 
     def _accepts_complex(self) -> bool:
         """Probe fun with complex input; a fun that drops the imaginary part is not analytic."""
@@ -40,12 +52,19 @@ class Derivatives:
     def dfdy(self, t, y, p) -> np.ndarray:
         if self.jac is not None:
             J = self.jac(t, y, p)
-            return np.asarray(J.toarray() if hasattr(J, "toarray") else J)
+            J = np.asarray(J.toarray() if hasattr(J, "toarray") else J)
+            if J.shape != (self.n, self.n):
+                raise ValueError(f"jac(t, y, p) must return df/dy of shape ({self.n}, {self.n}), got {J.shape}")
+            return J
         return self._differentiate(lambda v: self.fun(t, v, p), y)
 
     def dfdp(self, t, y, p) -> np.ndarray:
         if self.jac_p is not None:
-            return np.asarray(self.jac_p(t, y, p)).reshape(self.n, p.size)
+            Jp = np.asarray(self.jac_p(t, y, p))
+            if Jp.size != self.n * p.size:
+                raise ValueError(f"jac_p(t, y, p) must return df/dp of shape ({self.n}, {p.size}) for "
+                                 f"{p.size} parameters, got {Jp.shape}")
+            return Jp.reshape(self.n, p.size)
         return self._differentiate(lambda q: self.fun(t, y, q), p)
 
     def _differentiate(self, g, x) -> np.ndarray:

@@ -41,12 +41,14 @@ class Rosenbrock(StiffSolver):
         f_t = 0.0
         if not self.autonomous and np.any(self.d):
             dt = np.sqrt(EPS) * max(1.0, abs(t)) * self.direction
+            if self.direction * (t + dt - self.t_bound) > 0:
+                dt = -dt  # a backward difference at the very end: fun is never called past t_bound
             f_t = (self.eval_f(t + dt, y) - f0) / dt
         shift = 1 / (h * self.gamma)
         s = self.c.size
         k = np.empty((s, self.n))
         for i in range(s):
-            stage_f = f0 if i == 0 else self.fun(t + self.c[i] * h, y + self.a[i, :i] @ k[:i])
+            stage_f = f0 if i == 0 else self.fun(self.stage_time(t, h, self.c[i]), y + self.a[i, :i] @ k[:i])
             rhs = stage_f + (self.C[i, :i] @ k[:i]) / h
             if self.d[i]:
                 rhs = rhs + (h * self.d[i]) * f_t
@@ -55,7 +57,7 @@ class Rosenbrock(StiffSolver):
             raise StepFailure(f"fun returned non-finite values (or a stage overflowed) in the step from t = {t}",
                               shrink=0.25)
         y_new = y + self.m @ k
-        f_new = self.eval_f(t + h, y_new)
+        f_new = self.eval_f(self.stage_time(t, h, 1.0), y_new)
         error = None if self.error_weights is None else self.error_weights @ k
         dense = None if self.dense_matrix is None else self.dense_matrix @ k  # the method's own extension
         return StepResult(y_new, f_new, error, dense)

@@ -115,7 +115,7 @@ class ImplicitRungeKutta(StiffSolver):
         w = self.V_inv @ z
         previous, rate = None, 0.0
         for k in range(self.max_newton_iter):
-            f = np.array([self.fun(t + self.c[i] * h, y + z[i]) for i in range(s)])
+            f = np.array([self.fun(self.stage_time(t, h, self.c[i]), y + z[i]) for i in range(s)])
             if not np.all(np.isfinite(f)):  # one check per iteration, not per stage
                 raise StepFailure(f"fun returned non-finite values at t = {t} + c h, h = {h}", shrink=0.25)
             g = self.V_inv @ f - (self.mu / h)[:, None] * w
@@ -141,7 +141,7 @@ class ImplicitRungeKutta(StiffSolver):
 
     def _firk_result(self, t, y, h, f0, z, rate, iterations):
         y_new = y + self.solution_weights @ z
-        f_new = self.eval_f(t + h, y_new)
+        f_new = self.eval_f(self.stage_time(t, h, 1.0), y_new)
         error = None
         if self.error_weights is not None:
             raw = self.error_z_weights @ z + h * self.b0 * f0
@@ -185,13 +185,13 @@ class ImplicitRungeKutta(StiffSolver):
             psi = y + h * (self.a[i, :i] @ F[:i])
             aii = self.a[i, i]
             if aii == 0:
-                F[i] = f0 if (i == 0 and self.c[0] == 0) else self.eval_f(t + self.c[i] * h, psi)
+                F[i] = f0 if (i == 0 and self.c[0] == 0) else self.eval_f(self.stage_time(t, h, self.c[i]), psi)
                 continue
             gamma = h * aii
             Y = psi + gamma * (F[i - 1] if i else f0)
             previous, rate, done = None, 0.0, False
             for k in range(self.max_newton_iter):
-                g = (psi - Y) / gamma + self.eval_f(t + self.c[i] * h, Y)
+                g = (psi - Y) / gamma + self.eval_f(self.stage_time(t, h, self.c[i]), Y)
                 dY = self.solve_shifted(1 / gamma, g)
                 dy_norm = norm(dY / scale)
                 if not np.isfinite(dy_norm):
@@ -211,7 +211,7 @@ class ImplicitRungeKutta(StiffSolver):
         # stiffly accurate: the last stage is the solution, read off without the cancellation
         # of y + h b.F when |h lambda| is large
         y_new = Y if self.stiffly_accurate else y + h * (self.b @ F)
-        f_new = self.eval_f(t + h, y_new)
+        f_new = self.eval_f(self.stage_time(t, h, 1.0), y_new)
         error = None
         if self.error_weights is not None:
             error = h * (self.error_weights @ F)
@@ -255,7 +255,7 @@ class ExplicitRungeKutta(StiffSolver):
         F = np.empty((s, self.n))
         F[0] = self.eval_f(t, y) if f0 is None else f0
         for i in range(1, s):
-            F[i] = self.eval_f(t + self.c[i] * h, y + h * (self.a[i, :i] @ F[:i]))
+            F[i] = self.eval_f(self.stage_time(t, h, self.c[i]), y + h * (self.a[i, :i] @ F[:i]))
         y_new = y + h * (self.b @ F)
         error = None if self.error_weights is None else h * (self.error_weights @ F)
-        return StepResult(y_new, self.eval_f(t + h, y_new), error)
+        return StepResult(y_new, self.eval_f(self.stage_time(t, h, 1.0), y_new), error)

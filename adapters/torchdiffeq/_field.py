@@ -58,6 +58,9 @@ class VectorField:
         if not isinstance(out, torch.Tensor) or out.shape != self.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"func(t, y) must return a tensor of the state's shape {tuple(self.shape)}, got {got}")
+        if out.dtype != y.dtype:  # (it failed later, inside lu_solve, naming neither)
+            raise TypeError(f"func(t, y) returned {out.dtype} for a {y.dtype} state; return y's dtype "
+                            f"(cast parameters or constants with .to(y.dtype))")
         return out.reshape(self.batch, self.n)
 
     def depends_on_time(self, t, y: torch.Tensor) -> bool:
