@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 from scipy.integrate import OdeSolver
+from scipy.sparse import issparse
 from scipy.integrate._ivp.base import DenseOutput
 from scipy.integrate._ivp.common import (
     norm, select_initial_step, validate_first_step, validate_max_step, validate_tol, warn_extraneous,
@@ -85,11 +86,10 @@ class StiffSolver(OdeSolver):
         Stopping tolerance of Newton iterations in the weighted RMS norm
         (default ``max(10 eps / rtol, min(0.03, rtol ** 0.5))``, as SciPy's Radau).
     control_interpolation : bool, optional
-        For adaptive methods with their own continuous extension (Rodas4, Rodas5P,
-        Rosenbrock23, RadauIIA5) or whose cubic Hermite output is of lower order than the
-        method (Kvaerno4, Kvaerno5): accept a step only when the dense output's mid-step error
-        estimate meets the tolerance too (default True; one extra ``fun`` call per step).
-        False when only the step ends matter.
+        For adaptive methods (all but TRBDF2, whose order 2 is below cubic Hermite's, see
+        :func:`stiffcore.catalogue.dense.controls_interpolation`): accept a step only when the
+        dense output's mid-step error estimate meets the tolerance too (default True; one extra
+        ``fun`` call per step).  False when only the step ends matter.
     """
 
     method_id: ClassVar[str] = ""
@@ -182,8 +182,7 @@ class StiffSolver(OdeSolver):
 
     def refresh_jacobian(self, t, y, f) -> None:
         self.J = self.jacobian(t, y, f)
-        values = self.J.data if hasattr(self.J, "data") and hasattr(self.J, "toarray") else self.J
-        if not np.all(np.isfinite(values)):
+        if not np.all(np.isfinite(self.J.data if issparse(self.J) else self.J)):
             raise StepFailure(f"the Jacobian has non-finite entries at t = {t}", shrink=0.25)
         self.jac_stale = False
         self.lu.clear()
@@ -193,6 +192,10 @@ class StiffSolver(OdeSolver):
             return self.lu.solve(shift, self.J, rhs)
         except SingularMatrixError as exc:
             raise StepFailure(f"{exc} (shift {shift:.3g})") from None
+
+    def solve_damped(self, h_gamma, raw):
+        """(I - h gamma J)^-1 raw, through the LU of (1 / (h gamma)) I - J that the stages share."""
+        return self.solve_shifted(1 / h_gamma, raw) / h_gamma
 
     def stage_time(self, t, h, c):
         """t + c h, kept within t_bound where the method's node allows it (c <= 1: only round-off
@@ -268,17 +271,20 @@ class StiffSolver(OdeSolver):
             return True, None
 
     def _dense_output_impl(self):
-        result = self.last
-        h = self.t - self.t_old
-        coeffs = result.dense if result.dense is not None else hermite_coeffs(h, self.y_old, self.y, self.f_old, self.f)
-        return PolynomialDense(self.t_old, self.t, self.y_old, coeffs)
+        return PolynomialDense(self.t_old, self.t, self.y_old,
+                               self._extension(self.t - self.t_old, self.y_old, self.f_old, self.last))
+
+    @staticmethod
+    def _extension(h, y, f, result):
+        """Coefficient rows of the output between y and result.y: the method's own extension,
+        or cubic Hermite on (y, f) and (result.y, result.f)."""
+        return result.dense if result.dense is not None else hermite_coeffs(h, y, result.y, f, result.f)
 
     def _with_interpolation_error(self, t, y, h, result):
         """The step's error estimate, raised component by component to the continuous
         extension's mid-step error (defect filtered by the step's own matrix; see
         :func:`stiffcore.catalogue.dense.midpoint_and_scaled_slope`)."""
-        coeffs = result.dense if result.dense is not None else hermite_coeffs(h, y, result.y, self.f, result.f)
-        u, h_slope = midpoint_and_scaled_slope(y, coeffs)
+        u, h_slope = midpoint_and_scaled_slope(y, self._extension(h, y, self.f, result))
         e = DEFECT_THETA * self._interpolation_filter(h, h_slope - h * self.eval_f(t + DEFECT_THETA * h, u))
         return np.where(np.abs(e) > np.abs(result.error), e, result.error)
 

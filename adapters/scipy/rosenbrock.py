@@ -64,8 +64,7 @@ class Rosenbrock(StiffSolver):
 
     def _interpolation_filter(self, h, raw):
         """(I - h gamma J)^-1 raw: the step's own matrix, already factorised."""
-        shift = 1 / (h * self.gamma)
-        return shift * self.solve_shifted(shift, raw)
+        return self.solve_damped(h * self.gamma, raw)
 
     def _accepted(self, t, y, h, result) -> None:
         self.lu.clear()  # W depends on J(y), which changes every step

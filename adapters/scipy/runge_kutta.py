@@ -164,8 +164,7 @@ class ImplicitRungeKutta(StiffSolver):
             return self._stiff_filter(h, raw)
         if not self.a[-1, -1]:
             return raw                  # explicit: nothing is stiff enough to filter
-        gamma = h * self.a[-1, -1]
-        return self.solve_shifted(1 / gamma, raw) / gamma
+        return self.solve_damped(h * self.a[-1, -1], raw)
 
     def _refine_error(self, t, y, h, result):
         if not self.b0 or result.error is None:
@@ -218,8 +217,7 @@ class ImplicitRungeKutta(StiffSolver):
             if self.error_filter:
                 # (I - h gamma J)^-1 on an estimate that grows on stiff modes (Hosea & Shampine
                 # 1996, sec. 4; schemes.runge_kutta_scheme), reusing the stage factorisation
-                gamma = h * self.error_filter
-                error = self.solve_shifted(1 / gamma, error) / gamma
+                error = self.solve_damped(h * self.error_filter, error)
         return StepResult(y_new, f_new, error, None, worst, iterations)
 
     def _growth_factor(self, err, result):
