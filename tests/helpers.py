@@ -1,51 +1,11 @@
-"""Test-only references: rooted trees for Runge-Kutta order conditions and a plain
+"""Test-only references: Runge-Kutta order defects (on the core's rooted trees) and a plain
 numpy Rosenbrock step (transformed form) for convergence checks."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-from functools import lru_cache
-
 import numpy as np
 
-
-@lru_cache(maxsize=None)
-def trees(order: int) -> tuple:
-    """Rooted trees with ``order`` vertices, each as a sorted tuple of child subtrees."""
-    if order == 1:
-        return ((),)
-    found = set()
-    for smaller in trees(order - 1):
-        found.update(_graft(smaller))
-    return tuple(sorted(found))
-
-
-def _graft(tree: tuple):
-    """Every tree obtained by adding one leaf somewhere in ``tree``."""
-    yield tuple(sorted(tree + ((),)))
-    for i, child in enumerate(tree):
-        for grown in _graft(child):
-            yield tuple(sorted(tree[:i] + (grown,) + tree[i + 1:]))
-
-
-def size(tree: tuple) -> int:
-    return 1 + sum(size(c) for c in tree)
-
-
-def density(tree: tuple) -> Fraction:
-    """gamma(t) = |t| * prod gamma(children)."""
-    out = Fraction(size(tree))
-    for c in tree:
-        out *= density(c)
-    return out
-
-
-def stage_weights(a: np.ndarray, tree: tuple) -> np.ndarray:
-    """Phi_i(t) = prod over children of (A Phi(child))_i."""
-    out = np.ones(a.shape[0])
-    for c in tree:
-        out = out * (a @ stage_weights(a, c))
-    return out
+from stiffcore.catalogue.trees import density, stage_weights, trees
 
 
 def order_defects(a, b, order: int, b0: float = 0.0) -> list:

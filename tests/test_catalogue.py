@@ -11,6 +11,7 @@ from stiffcore.catalogue import (
     METHODS, ButcherTableau, RosenbrockTableau, UnknownMethodError, get_method, method_ids,
 )
 from stiffcore.catalogue.multistep import bdf_coefficients
+from stiffcore.catalogue.trees import density, stage_weights, trees
 
 RK = [m for m in METHODS.values() if isinstance(m.coefficients, ButcherTableau)]
 ROS = [m for m in METHODS.values() if isinstance(m.coefficients, RosenbrockTableau)]
@@ -142,6 +143,51 @@ def test_collocation_dense_output_is_the_collocation_polynomial(mid):
     tab = get_method(mid).coefficients
     np.testing.assert_allclose(tab.weights_at(tab.c), tab.a, atol=1e-14)
     np.testing.assert_allclose(tab.weights_at(1.0), tab.b, atol=1e-14)
+
+
+DERIVED = ["kvaerno3", "kvaerno4", "kvaerno5", "trbdf2"]
+
+
+def _dense_weights(tab, theta):
+    return tab.dense @ theta ** np.arange(1, tab.dense.shape[1] + 1)
+
+
+@pytest.mark.parametrize("mid", DERIVED)
+def test_derived_continuous_extensions_have_their_order(mid):
+    """Kvaerno's extensions, solved from the continuous order conditions, meet every one up
+    to their stated order at every theta, and miss some of the next order's."""
+    tab, q = get_method(mid).coefficients, interpolation_order(mid)
+    for theta in (0.1, 0.37, 0.5, 0.81, 1.0):
+        bt = _dense_weights(tab, theta)
+        for p in range(1, q + 1):
+            for t in trees(p):
+                assert bt @ stage_weights(tab.a, t) == pytest.approx(theta ** p / float(density(t)), abs=1e-12), (p, t)
+    bt = _dense_weights(tab, 0.5)
+    assert max(abs(bt @ stage_weights(tab.a, t) - 0.5 ** (q + 1) / float(density(t))) for t in trees(q + 1)) > 1e-6
+
+
+@pytest.mark.parametrize("method", [m for m in RK if m.coefficients.dense is not None], ids=lambda m: m.id)
+def test_continuous_extensions_stay_bounded_on_stiff_modes(method):
+    """On y' = lambda y the output y0 (1 + z b(theta).(I - zA)^-1 1) stays bounded for
+    Re z <= 0 out to |z| = 1e10, as the step does: cubic Hermite grows like |z| there (its
+    h f terms), which is why Kvaerno's derived extensions impose the bound."""
+    tab = method.coefficients
+    s = tab.stages
+    worst = 0.0
+    for z in np.concatenate([-np.logspace(-2, 10, 49), np.logspace(-2, 10, 49) * np.exp(0.9j * np.pi)]):
+        Y = np.linalg.solve(np.eye(s) - z * tab.a, np.ones(s))
+        for theta in np.linspace(0.0, 1.0, 21):
+            worst = max(worst, abs(1 + z * _dense_weights(tab, theta) @ Y))
+    limit = 1.05 if method.id in DERIVED else 10.0
+    assert worst <= limit, (method.id, worst)
+
+
+def test_no_bounded_extension_beyond_the_stage_order_allows():
+    from stiffcore.catalogue.runge_kutta import bounded_continuous_extension
+
+    tab = get_method("kvaerno4").coefficients
+    with pytest.raises(ValueError, match="no continuous extension of order 4"):
+        bounded_continuous_extension(tab.a, tab.b, 4)
 
 
 def test_closed_form_tableaus():

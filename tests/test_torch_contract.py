@@ -78,3 +78,20 @@ def test_func_of_another_dtype_is_named():
     with pytest.raises(TypeError, match="func\\(t, y\\) returned torch.float32 for a torch.float64 state"):
         torchdiffeq.odeint(lambda t, y: (-y).float(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
                            method="rodas5p")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", [m for m in METHODS if get_method(m).adaptive and get_method(m).is_implicit])
+def test_starts_on_a_fast_initial_transient(method):
+    """eps y1' = cos t - y1 with eps = 1e-12 from y1 = 2, far off its slow manifold, and
+    y2' = y1 - y2: the first step must pass the 1e-12 transient ("step size underflow at
+    t = 0" before), as SciPy's and diffrax's first steps do.  y2 follows
+    y2' = cos t - y2 to within eps."""
+    def f(t, y):
+        return torch.stack([(torch.cos(t) - y[0]) / 1e-12, y[0] - y[1]])
+
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    ys = torchdiffeq.odeint(f, torch.tensor([2.0, 1.0], dtype=F64), t, method=method, rtol=1e-6, atol=1e-9)
+    exact = 0.5 * (np.cos(1.0) + np.sin(1.0)) + 0.5 * np.exp(-1.0)  # y2(1) of y2' = cos t - y2, y2(0) = 1
+    assert abs(float(ys[-1, 0]) - np.cos(1.0)) < 1e-6
+    assert abs(float(ys[-1, 1]) - exact) < 1e-4, (method, float(ys[-1, 1]), exact)

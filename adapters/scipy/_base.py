@@ -119,7 +119,9 @@ class StiffSolver(OdeSolver):
         self.J = None
         self.jac_stale = True
         self.tstops = self._check_tstops(tstops, t0, t_bound)
-        self.n_accepted = self.n_rejected = 0
+        # accepted steps, attempts rejected by the error estimate, attempts that failed (Newton
+        # did not converge, non-finite values): diagnostics beyond SciPy's nfev/njev/nlu
+        self.n_accepted = self.n_rejected = self.n_failed = 0
         self.last: StepResult | None = None
         self._setup()
         if first_step is None and t_bound == t0:
@@ -236,6 +238,7 @@ class StiffSolver(OdeSolver):
                     result.error = self._with_interpolation_error(t, y, h, result)
             except StepFailure as failure:
                 reason = str(failure)
+                self.n_failed += 1
                 if not self.adaptive:
                     return False, f"{failure} with the fixed step h = {h:g} at t = {t}"
                 h_abs = abs(h) * failure.shrink

@@ -41,7 +41,8 @@ class Jacobian:
             self.callable = jac
             probe = jac(solver.t, solver.y)
             self.sparse = issparse(probe)
-            self._check_shape(probe, n)
+            # array_like is accepted, as SciPy's Radau and BDF do (a nested list, say).
+            self._check_shape(probe if self.sparse else np.asarray(probe, dtype=float), n)
         else:
             self.sparse = issparse(jac)
             self.constant = csc_matrix(jac, dtype=float) if self.sparse else np.asarray(jac, dtype=float)

@@ -10,9 +10,14 @@ theta^k`` (k = 1..degree), with coefficient rows ``c = D @ increments``.  Which 
 - Rosenbrock (Steinebach's dense output of Rodas4 and Rodas5P, Hairer & Wanner IV.7;
   ode23s's interpolant for Rosenbrock23, Shampine & Reichelt 1997): the transformed stage
   values ``k_j`` of :meth:`RosenbrockTableau.transformed`.
+- DIRKs published without one (Kvaerno3/4/5, TR-BDF2): extensions derived from the
+  continuous order conditions with the stiff output kept bounded
+  (:func:`stiffcore.catalogue.runge_kutta.bounded_continuous_extension`), on the stage
+  increments as above.
 - Everything else: the cubic Hermite interpolant of ``(y1 - y0, h f0, h f1)``, third
   order, so it is below the error of a step only for methods of order <= 3
-  (:func:`interpolation_order` says which is used).
+  (:func:`interpolation_order` says which is used).  Its ``h f`` terms grow like h lambda
+  on stiff components, which is why no implicit method here relies on it.
 """
 
 from __future__ import annotations
@@ -95,11 +100,28 @@ def midpoint_and_scaled_slope(y0, coeffs, theta: float = DEFECT_THETA):
     return u, slope
 
 
+#: Stage predictors extrapolate the previous step's extension at most this many of its own
+#: steps ahead (beyond it, a polynomial's extrapolation is a worse guess than a stage value).
+MAX_PREDICTOR_THETA = 3.0
+
+
+def extrapolated_change(coeffs, theta):
+    """``y(t_prev + theta h_prev) - y(t_prev + h_prev)`` from the previous step's coefficient
+    rows (``coeffs[k - 1] = c_k``, any framework's arrays): the change from the last step end
+    to a point ``theta`` previous steps along, for Newton's starting guess of a stage at
+    ``theta = 1 + c_i h / h_prev`` (RADAU5's predictor, Hairer & Wanner IV.8; SciPy uses it
+    for every implicit Runge-Kutta method with an extension)."""
+    out = 0.0 * coeffs[0]
+    for k in range(len(coeffs)):
+        out = out + coeffs[k] * (theta ** (k + 1) - 1.0)
+    return out
+
+
 def controls_interpolation(method: str | Method) -> bool:
     """Whether adapters add the interpolation error estimate to the step's: every adaptive
-    method except those whose cubic Hermite output is of higher order than the method
-    (TRBDF2, order 2), where interpolation errors stay below the steps' and control only adds
-    steps (measured on ROBER: 2.5x the steps for the same error at the outputs)."""
+    method with a continuous extension, and those of order >= 3 without one (explicit bases,
+    on cubic Hermite).  Below order 3 cubic Hermite is more accurate than the steps and control
+    only added steps (TRBDF2 before its derived extension: 2.5x on ROBER for the same error)."""
     from . import get_method
 
     method = get_method(method)
