@@ -148,3 +148,17 @@ def test_a_nan_loss_is_a_failure_not_a_success():
                                 mode="reverse", loss=lambda Y: np.nan * Y.sum(), loss_grad=lambda Y: np.nan * Y,
                                 jac=ROBER.jac, jac_p=ROBER.jac_p)
     assert not res.success and res.status == -1 and "not finite" in res.message
+
+
+@pytest.mark.parametrize("method", ["Rodas5P", "RadauIIA5"])
+def test_wrong_shaped_jacobians_are_named_before_any_work(method):
+    """jac_p of shape (P, n) was reshaped silently into (n, P) (wrong numbers), and Rosenbrock
+    sensitivities, which never call jac_p, ignored any shape; both are checked at t0 now."""
+    fun = lambda t, y, p: -p * y  # noqa: E731
+    good_jac = lambda t, y, p: -np.diag(p)  # noqa: E731
+    transposed = lambda t, y, p: -np.diag(y)[:1]  # (1, 2) for n = 2 and P = 2  # noqa: E731
+    with pytest.raises(ValueError, match=r"jac_p\(t, y, p\) must return df/dp of shape \(2, 2\)"):
+        solve_ivp_sensitivity(fun, (0.0, 1.0), [1.0, 2.0], [1.0, 3.0], method=method, jac=good_jac, jac_p=transposed)
+    with pytest.raises(ValueError, match=r"jac\(t, y, p\) must return df/dy of shape \(2, 2\)"):
+        solve_ivp_sensitivity(fun, (0.0, 1.0), [1.0, 2.0], [1.0, 3.0], method=method,
+                              jac=lambda t, y, p: np.ones(3), jac_p=lambda t, y, p: -np.diag(y))

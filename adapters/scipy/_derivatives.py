@@ -46,6 +46,15 @@ class Derivatives:
                 return False
         return np.iscomplexobj(out) and out.shape == (self.n,)
 
+    def check_jacobians(self, t, y) -> None:
+        """Call the user's jac and jac_p once at (t0, y0), so a wrong shape is named before any
+        work, whichever method runs (Rosenbrock sensitivities never call jac_p: they
+        differentiate the whole step)."""
+        if self.jac is not None:
+            self.dfdy(t, y, self.p)
+        if self.jac_p is not None:
+            self.dfdp(t, y, self.p)
+
     def f(self, t, y, p):
         return np.asarray(self.fun(t, y, p))
 
@@ -61,7 +70,7 @@ class Derivatives:
     def dfdp(self, t, y, p) -> np.ndarray:
         if self.jac_p is not None:
             Jp = np.asarray(self.jac_p(t, y, p))
-            if Jp.size != self.n * p.size:
+            if Jp.shape not in ((self.n, p.size),) + (((self.n,),) if p.size == 1 else ()):
                 raise ValueError(f"jac_p(t, y, p) must return df/dp of shape ({self.n}, {p.size}) for "
                                  f"{p.size} parameters, got {Jp.shape}")
             return Jp.reshape(self.n, p.size)

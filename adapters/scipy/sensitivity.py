@@ -108,6 +108,7 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
         raise ValueError(f"fun(t, y, p) failed at t0 with p of shape {p.shape}: {exc}") from exc
     if np.shape(f0) != y0.shape:
         raise ValueError(f"fun(t, y, p) returned shape {np.shape(f0)}, expected {y0.shape} (is p the right size?)")
+    derivs.check_jacobians(float(t_span[0]), y0)
 
     # Pass 1: the step sequence.
     cls = solver_class("Reversible" if reversible else method_id)
