@@ -22,7 +22,7 @@ from scipy.integrate._ivp.common import (
 
 from stiffcore.catalogue import Method, get_method
 from stiffcore.catalogue.dense import (
-    DEFECT_THETA, HERMITE, controls_interpolation, midpoint_and_scaled_slope,
+    DEFECT_THETAS, HERMITE, controls_interpolation, value_and_scaled_slope,
 )
 
 from ._linalg import Jacobian, ShiftedLU, SingularMatrixError
@@ -86,10 +86,10 @@ class StiffSolver(OdeSolver):
         Stopping tolerance of Newton iterations in the weighted RMS norm
         (default ``max(10 eps / rtol, min(0.03, rtol ** 0.5))``, as SciPy's Radau).
     control_interpolation : bool, optional
-        For adaptive methods (all but TRBDF2, whose order 2 is below cubic Hermite's, see
-        :func:`stiffcore.catalogue.dense.controls_interpolation`): accept a step only when the
-        dense output's mid-step error estimate meets the tolerance too (default True; one extra
-        ``fun`` call per step).  False when only the step ends matter.
+        For adaptive methods (see :func:`stiffcore.catalogue.dense.controls_interpolation`):
+        accept a step only when the dense output's error estimates at a quarter and three
+        quarters of the step meet the tolerance too (default True; two extra ``fun`` calls per
+        step).  False when only the step ends matter.
     """
 
     method_id: ClassVar[str] = ""
@@ -104,7 +104,7 @@ class StiffSolver(OdeSolver):
         self.max_step = validate_max_step(max_step)
         self.rtol, self.atol = validate_tol(rtol, atol, self.n)
         self.adaptive = self._check_adaptive(adaptive, first_step)
-        # the output between steps meets the tolerance too (catalogue.dense.midpoint_and_scaled_slope)
+        # the output between steps meets the tolerance too (catalogue.dense.value_and_scaled_slope)
         self.control_interpolation = bool(control_interpolation) and self.adaptive and controls_interpolation(
             self.method)
         self.f = np.asarray(self.fun(self.t, self.y))
@@ -285,11 +285,14 @@ class StiffSolver(OdeSolver):
 
     def _with_interpolation_error(self, t, y, h, result):
         """The step's error estimate, raised component by component to the continuous
-        extension's mid-step error (defect filtered by the step's own matrix; see
-        :func:`stiffcore.catalogue.dense.midpoint_and_scaled_slope`)."""
-        u, h_slope = midpoint_and_scaled_slope(y, self._extension(h, y, self.f, result))
-        e = DEFECT_THETA * self._interpolation_filter(h, h_slope - h * self.eval_f(t + DEFECT_THETA * h, u))
-        return np.where(np.abs(e) > np.abs(result.error), e, result.error)
+        extension's error at a quarter and three quarters of the step (defects filtered by the
+        step's own matrix; see :func:`stiffcore.catalogue.dense.value_and_scaled_slope`)."""
+        coeffs, error = self._extension(h, y, self.f, result), result.error
+        for theta in DEFECT_THETAS:
+            u, h_slope = value_and_scaled_slope(y, coeffs, theta)
+            e = theta * self._interpolation_filter(h, h_slope - h * self.eval_f(t + theta * h, u))
+            error = np.where(np.abs(e) > np.abs(error), e, error)
+        return error
 
     # --- hooks for the method subclasses ------------------------------------------------
     def _interpolation_filter(self, h, raw):
