@@ -299,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
     p.set_defaults(func=cmd_conformance)
 
-    p = sub.add_parser("diagnose", help="stiffness and gradient-attenuation report for a test problem")
-    p.add_argument("problem", help="rober, pollu or vanderpol")
+    p = sub.add_parser("diagnose", help="stiffness and gradient-attenuation report for a test problem or your model")
+    p.add_argument("problem", help="rober, pollu, vanderpol, or your model as module:function or file.py:function "
+                                   "(a function returning a stiffcore Problem or a dict with rhs, y0, t_span, params)")
     p.add_argument("--backend", default="scipy", choices=list(DIAGNOSE),
                    help="backend that solves (default: %(default)s)")
     p.add_argument("--method", default="RadauIIA5", help="solver (default: %(default)s)")

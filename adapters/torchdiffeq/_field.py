@@ -42,6 +42,7 @@ class VectorField:
             raise TypeError(f"option jac must be a callable jac(t, y) or one of {JAC_CHOICES}, got {type(jac).__name__}")
         self.jac = jac
         self._probed = False
+        self._parameters_need_grad = True   # until _probe looks: func's own tensors may need grad
         self._time_dependent = None
         self.nfev = self.njev = 0
 
@@ -107,8 +108,9 @@ class VectorField:
         """Rows by one batched vector-Jacobian product (cheaper than jacrev for small n).
         Batch elements are independent, so the cotangent e_j on every element gives row j
         of each element's Jacobian.  Under grad mode the result stays differentiable with
-        respect to y's history and func's parameters."""
-        differentiable = torch.is_grad_enabled()
+        respect to y's history and func's parameters; where neither needs grad it is plain
+        data (a graph to a private leaf would make the solution require grad for nothing)."""
+        differentiable = torch.is_grad_enabled() and (y.requires_grad or self._parameters_need_grad)
         with torch.enable_grad():
             v = y if (differentiable and y.requires_grad) else y.detach().requires_grad_(True)
             out = self(t, v)
@@ -125,9 +127,11 @@ class VectorField:
 
     def _probe(self, t, y) -> None:
         """Fall back to finite differences when autograd cannot see f's dependence on y (a
-        func that detaches its input, such as torchdiffeq's adjoint dynamics)."""
+        func that detaches its input, such as torchdiffeq's adjoint dynamics), and note
+        whether f depends on tensors of its own that need grad (a network's weights)."""
         self._probed = True
         with torch.enable_grad():
+            self._parameters_need_grad = self(t, y.detach()).requires_grad
             v = y.detach().requires_grad_(True)
             out = self(t, v)
             connected = out.requires_grad and torch.autograd.grad(

@@ -20,6 +20,12 @@ __all__ = ["Problem", "MassActionNetwork", "ROBER", "POLLU", "VANDERPOL", "PROBL
 
 
 def get_problem(name: str) -> Problem:
+    """A built-in problem by name, or a user model as ``module:function`` (see :mod:`.user`)."""
+    if ":" in name:
+        from .user import load_user_problem
+
+        return load_user_problem(name)
     if name not in PROBLEMS:
-        raise ValueError(f"unknown problem {name!r}.{did_you_mean(name, PROBLEMS)} Known problems: {', '.join(PROBLEMS)}")
+        raise ValueError(f"unknown problem {name!r}.{did_you_mean(name, PROBLEMS)} Known problems: {', '.join(PROBLEMS)}"
+                         " (or a model of your own as module:function)")
     return PROBLEMS[name]
