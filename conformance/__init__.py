@@ -7,6 +7,6 @@ select), and :func:`run` from Python.  Backends are found through the
 """
 
 from .checks import CheckResult, float64_floor
-from .suite import Report, checks_for, run, select_backends
+from .suite import Report, checks_for, default_jobs, run, select_backends
 
-__all__ = ["CheckResult", "Report", "checks_for", "float64_floor", "run", "select_backends"]
+__all__ = ["CheckResult", "Report", "checks_for", "default_jobs", "float64_floor", "run", "select_backends"]

@@ -137,20 +137,23 @@ def check_reversible(backend: Backend, base: str, full: bool = True) -> list[Che
         return [CheckResult(backend.name, base, "reversible", None, detail="backend offers no reversible run")]
     h, coupling, problems = 0.1, 0.999, []
     worst = 0.0
-    for z in _stable_z(base, coupling, 1000, full):
-        run = backend.reversible_run(base, z, h, 1.0, 1000, coupling)
-        err = abs(run["y0_rebuilt"] - 1.0)
-        worst = max(worst, err)
-        if not err <= RECONSTRUCTION_TOL:
-            problems.append(f"reconstruction after 1000 steps at z = {z:g}, coupling {coupling}: error {err:.3g}, "
-                            f"predicted stable (allowed {RECONSTRUCTION_TOL:g})")
-        y_n, dy = predict_reversible(base, z, h=h, n_steps=20, coupling=coupling)
-        short = backend.reversible_run(base, z, h, 1.0, 20, coupling)
+    zs = np.array(_stable_z(base, coupling, 1000, full))
+    if zs.size:  # every z in one run: the hook takes them as one batch
+        run = backend.reversible_run(base, zs, h, 1.0, 1000, coupling, gradient=False)
+        errors = np.abs(np.asarray(run["y0_rebuilt"], dtype=float) - 1.0)
+        worst = float(np.max(errors))
+        for z, err in zip(zs, errors):
+            if not err <= RECONSTRUCTION_TOL:
+                problems.append(f"reconstruction after 1000 steps at z = {z:g}, coupling {coupling}: error {err:.3g}, "
+                                f"predicted stable (allowed {RECONSTRUCTION_TOL:g})")
+        y_n, dy = predict_reversible(base, zs, h=h, n_steps=20, coupling=coupling)
+        short = backend.reversible_run(base, zs, h, 1.0, 20, coupling)
         for name, got, want in (("y_20", short["y_n"], y_n), ("dy_20/dlambda", short["dy_dlambda"], dy)):
-            rel = float(_rel(got, want))
-            worst = max(worst, rel)
-            if not rel <= ONE_STEP_TOL:
-                problems.append(f"{name} at z = {z:g}: measured {got:.17g}, predicted {float(want):.17g}")
+            for z, g, w in zip(zs, np.asarray(got, dtype=float), np.broadcast_to(want, zs.shape)):
+                rel = float(_rel(g, w))
+                worst = max(worst, rel)
+                if not rel <= ONE_STEP_TOL:
+                    problems.append(f"{name} at z = {z:g}: measured {g:.17g}, predicted {float(w):.17g}")
     problems += _growth_problems(backend, base, h)
     detail = "; ".join(f"{backend.name}/{base}: {p}" for p in problems)
     return [CheckResult(backend.name, base, "reversible", not problems, worst, detail=detail)]
@@ -165,8 +168,8 @@ def _growth_problems(backend: Backend, base: str, h: float) -> list[str]:
     g = float(growth_rates(base, z, coupling)[1])
     problems = []
     for n in (15, 30):
-        run = backend.reversible_run(base, z, h, y0, n, coupling, perturbation=delta)
-        measured = abs(run["y0_rebuilt"] - y0) / y0
+        run = backend.reversible_run(base, np.array([z]), h, y0, n, coupling, perturbation=delta, gradient=False)
+        measured = abs(float(np.asarray(run["y0_rebuilt"])[0]) - y0) / y0
         predicted = predict_reconstruction_error(base, z, coupling, n, delta, y0)
         if not abs(measured / predicted - 1) <= 1e-2:
             problems.append(f"perturbation {delta:g} of y_{n} at z = {z:g}, coupling {coupling} rebuilt with error "
@@ -185,26 +188,45 @@ ROBER_GRID = np.unique(np.concatenate([[0.0], np.geomspace(1e-6, 1e5, 300), ROBE
 ROBER_FIXED_TOL, ROBER_ADAPTIVE_TOL = 1e-9, 1e-6
 
 
+ROBER_MODES = {"fixed": (dict(steps=ROBER_GRID), ROBER_FIXED_TOL), "adaptive": (dict(rtol=1e-10), ROBER_ADAPTIVE_TOL)}
+
+
+def rober_able(backends: list[Backend], method: str = "radau_iia5") -> list[Backend]:
+    return [b for b in backends if b.rober_gradient is not None and method in b.methods]
+
+
+def rober_gradient(backend: Backend, mode: str, method: str = "radau_iia5") -> np.ndarray:
+    """One backend's ROBER log-k gradient in ``mode`` ("fixed" or "adaptive")."""
+    return np.asarray(backend.rober_gradient(method, ROBER_TIMES, **ROBER_MODES[mode][0]), dtype=float)
+
+
+def compare_rober(grads: dict, method: str = "radau_iia5") -> list[CheckResult]:
+    """Results of (d) from ``grads[mode][backend name]``: every backend against the first."""
+    results = []
+    for mode, by_backend in grads.items():
+        tol = ROBER_MODES[mode][1]
+        reference_name, *others = by_backend
+        ref = by_backend[reference_name]
+        for name in others:
+            err = float(np.max(_rel(by_backend[name], ref)))
+            ok = bool(err <= tol)
+            detail = "" if ok else (f"{name}/{method} ({mode}): ROBER gradient {by_backend[name]} vs "
+                                    f"{reference_name} {ref}: relative difference {err:.3g} > {tol:g}")
+            results.append(CheckResult(name, method, f"rober_{mode}", ok, err, detail=detail))
+    return results
+
+
+def rober_skipped(able: list[Backend], method: str = "radau_iia5") -> list[CheckResult]:
+    names = ", ".join(b.name for b in able) or "none"
+    return [CheckResult(names, method, "rober", None,
+                        detail=f"cross-backend check needs two backends computing ROBER gradients (have: {names})")]
+
+
 def check_rober(backends: list[Backend], method: str = "radau_iia5", adaptive: bool = True) -> list[CheckResult]:
     """(d) the log-k gradient of a ROBER loss agrees across backends: 1e-9 on one fixed step
     grid (the bound's derivation is at ROBER_FIXED_TOL), 1e-6 adaptively at rtol 1e-10."""
-    able = [b for b in backends if b.rober_gradient is not None and method in b.methods]
+    able = rober_able(backends, method)
     if len(able) < 2:
-        names = ", ".join(b.name for b in able) or "none"
-        return [CheckResult(names, method, "rober", None,
-                            detail=f"cross-backend check needs two backends computing ROBER gradients (have: {names})")]
-    results = []
-    modes = [("fixed", dict(steps=ROBER_GRID), ROBER_FIXED_TOL)]
-    if adaptive:
-        modes.append(("adaptive", dict(rtol=1e-10), ROBER_ADAPTIVE_TOL))
-    for label, kwargs, tol in modes:
-        grads = {b.name: np.asarray(b.rober_gradient(method, ROBER_TIMES, **kwargs), dtype=float) for b in able}
-        reference_name = able[0].name
-        ref = grads[reference_name]
-        for b in able[1:]:
-            err = float(np.max(_rel(grads[b.name], ref)))
-            ok = bool(err <= tol)
-            detail = "" if ok else (f"{b.name}/{method} ({label}): ROBER gradient {grads[b.name]} vs "
-                                    f"{reference_name} {ref}: relative difference {err:.3g} > {tol:g}")
-            results.append(CheckResult(b.name, method, f"rober_{label}", ok, err, detail=detail))
-    return results
+        return rober_skipped(able, method)
+    modes = ["fixed", "adaptive"] if adaptive else ["fixed"]
+    return compare_rober({mode: {b.name: rober_gradient(b, mode, method) for b in able} for mode in modes}, method)

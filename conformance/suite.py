@@ -9,7 +9,9 @@ From Python::
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -21,7 +23,8 @@ from stiffcore.predictions import one_step_gradient
 from stiffcore.report import json_safe, table
 
 from .checks import (
-    CheckResult, check_n_step, check_one_step, check_reversible, check_rober,
+    ROBER_MODES, CheckResult, check_n_step, check_one_step, check_reversible, check_rober, compare_rober, rober_able,
+    rober_gradient, rober_skipped,
 )
 
 
@@ -89,9 +92,40 @@ def checks_for(backend: Backend, method: str, full: bool = False) -> list[CheckR
     return results
 
 
+def _worker_init() -> None:
+    """A worker's set-up: one intra-op thread for torch (the test equation is scalar work,
+    and the workers already use every core)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is an optional extra
+        return
+    torch.set_num_threads(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _discovered() -> dict:
+    return {b.name: b for b in select_backends()}
+
+
+def _checks_in_worker(backend_name: str, method: str, full: bool) -> list[CheckResult]:
+    """One backend and method's checks in a worker process (backends rediscovered once per worker)."""
+    return checks_for(_discovered()[backend_name], method, full)
+
+
+def _rober_in_worker(backend_name: str, mode: str) -> np.ndarray:
+    """One backend's ROBER gradient for the cross-backend check, in a worker process."""
+    return rober_gradient(_discovered()[backend_name], mode)
+
+
+def default_jobs() -> int:
+    """Worker processes for :func:`run`: one per core, at most 4 (the units are few and
+    each worker imports every framework)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def run(backends: Sequence[str] | None = None, methods: Sequence[str] | None = None,
         found: dict | None = None, cross_backend: bool = True, full: bool = False,
-        progress: Callable[[int, int, str, list], None] | None = None) -> Report:
+        progress: Callable[[int, int, str, list], None] | None = None, jobs: int = 1) -> Report:
     """Run every check for the selected backends and methods (default: all available).
 
     The default sweep takes z on decades and one stable z per regime for the reversible
@@ -99,12 +133,23 @@ def run(backends: Sequence[str] | None = None, methods: Sequence[str] | None = N
 
     ``progress(done, total, label, results)`` is called after each unit of work (one backend
     and method, then the cross-backend check) with that unit's results, so a caller can
-    stream rows and show an ETA; an interrupted run has reported everything it finished."""
+    stream rows and show an ETA; an interrupted run has reported everything it finished.
+
+    ``jobs > 1`` runs the units in that many worker processes (spawned, so each imports
+    its frameworks afresh, and a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard; see :func:`default_jobs`); units finish out of
+    order, but the report lists them in the serial order.  Backends passed in ``found``
+    (not discovered through entry points) cannot be rebuilt in a worker, so they always
+    run here."""
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     chosen = select_backends(backends, found)
     wanted = None if methods is None else [get_method(m).id for m in methods]
     units = [(b, m) for b in chosen for m in b.methods if wanted is None or m in wanted]
     cross = cross_backend and (wanted is None or "radau_iia5" in wanted)
     total = len(units) + cross
+    if jobs > 1 and found is None and total > 1:
+        return _run_in_workers(chosen, units, cross, full, progress, jobs)
     report = Report()
     for done, (backend, method) in enumerate(units, start=1):
         results = checks_for(backend, method, full)
@@ -113,6 +158,46 @@ def run(backends: Sequence[str] | None = None, methods: Sequence[str] | None = N
             progress(done, total, f"{backend.name}/{method}", results)
     if cross:
         results = check_rober(chosen)
+        report.results += results
+        if progress:
+            progress(total, total, "ROBER cross-backend", results)
+    return report
+
+
+def _run_in_workers(chosen, units, cross, full, progress, jobs) -> Report:
+    """:func:`run` in ``jobs`` spawned processes.  The cross-backend check is split into one
+    task per backend and mode, submitted first (together they are the longest unit) and
+    compared here once all have finished; then the units in the serial order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    able = rober_able(chosen) if cross else []
+    rober_tasks = [(b.name, mode) for mode in ROBER_MODES for b in able] if len(able) >= 2 else []
+    total = len(units) + cross
+    finished: dict = {}
+    rober: dict = {}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+    try:
+        futures = {pool.submit(_rober_in_worker, *task): ("rober", task) for task in rober_tasks}
+        futures.update({pool.submit(_checks_in_worker, units[i][0].name, units[i][1], full): ("unit", i)
+                        for i in range(len(units))})
+        for future in as_completed(futures):
+            kind, key = futures[future]
+            if kind == "rober":
+                rober[key] = future.result()
+                continue
+            finished[key] = future.result()
+            if progress:
+                progress(len(finished), total, f"{units[key][0].name}/{units[key][1]}", finished[key])
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    report = Report([r for i in range(len(units)) for r in finished[i]])
+    if cross:
+        grads = {mode: {b.name: rober[(b.name, mode)] for b in able} for mode in ROBER_MODES}
+        results = compare_rober(grads) if rober_tasks else rober_skipped(able)
         report.results += results
         if progress:
             progress(total, total, "ROBER cross-backend", results)

@@ -120,7 +120,7 @@ def cmd_conformance(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from stiffcore.conformance import run
+    from stiffcore.conformance import default_jobs, run
 
     # progress and each finished row on stderr as they come; the table (or JSON) on stdout at the end
     console = Console(stderr=True)
@@ -136,7 +136,7 @@ def cmd_conformance(args) -> int:
             bar.update(task, total=total, completed=done, description=f"conformance: {label}")
 
         report = run(backends=args.backend, methods=args.method, cross_backend=not args.no_cross_backend,
-                     full=args.full, progress=progress)
+                     full=args.full, progress=progress, jobs=args.jobs or default_jobs())
     if not report.results:
         raise ValueError("no backend is installed and available (entry-point group 'stiffcore.backends')")
     print(report.to_json() if args.json else report.table())
@@ -229,6 +229,16 @@ def _tolerance(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _writable(folder: str) -> str | None:
     """Why ``folder`` cannot take a file, or None (a real write: permission bits lie to root)."""
     try:
@@ -281,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coupling", nargs="+", type=float, default=[0.5, 0.9, 0.99, 0.999],
                    help="couplings lambda in (0, 1) (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=1.01, help="growth per step called unstable")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", type=_png_path, default="stiffcore-reversible.png",
                    help="PNG path (default: %(default)s)")
-    p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="skip the PNG")
     p.set_defaults(func=cmd_reversible)
 
     p = sub.add_parser("conformance", help="check every backend's gradients against the core's predictions")
@@ -293,10 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cross-backend", action="store_true", help="skip the ROBER cross-backend comparison")
     p.add_argument("--full", action="store_true",
                    help="the exhaustive sweep: z on half-decades, every stable reversible z (about 2x the time)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes, each running whole backend/method units (default: one per core, at most 4)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--plot", type=_png_path, default="stiffcore-conformance.png",
                    help="PNG path (default: %(default)s)")
-    p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="skip the PNG")
     p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("diagnose", help="stiffness and gradient-attenuation report for a test problem or your model")
@@ -308,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=_tolerance, default=1e-6, help="relative tolerance; atol = 1e-4 rtol")
     p.add_argument("--plot", type=_png_path, default="stiffcore-diagnose.png",
                    help="PNG path (default: %(default)s)")
-    p.add_argument("--no-plot", dest="plot", action="store_const", const=None)
+    p.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="skip the PNG")
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("train", help="train a stiff neural ODE on ROBER or POLLU data (Kim et al. 2021)")
@@ -329,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("backends", help="list the backends found through entry points")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_backends)
     return parser
 

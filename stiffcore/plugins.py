@@ -48,10 +48,13 @@ class Backend:
 
     ``n_step_gradient(method_id, z, h, y0, n_steps)``
         d y_N / d lambda after ``n_steps`` fixed steps.
-    ``reversible_run(base_id, z, h, y0, n_steps, coupling, perturbation=0.0)``
-        the reversible scheme on y' = lambda y: a dict with ``y_n`` (after n steps),
-        ``y0_rebuilt`` (after multiplying y_n by 1 + perturbation and taking as many
-        backward steps) and ``dy_dlambda`` (of y_n).
+    ``reversible_run(base_id, z, h, y0, n_steps, coupling, perturbation=0.0, gradient=True)``
+        the reversible scheme on y' = lambda y for each z = h*lambda of the 1-D array ``z``
+        (independent problems: run them as one diagonal system or a batch): a dict of
+        arrays shaped like ``z`` with ``y_n`` (after n steps), ``y0_rebuilt`` (after
+        multiplying y_n by 1 + perturbation and taking as many backward steps) and
+        ``dy_dlambda`` (of y_n; with ``gradient=False`` the suite does not read it, so a
+        backend may skip differentiating and return NaN).
     ``rober_gradient(method_id, times, steps=None, rtol=None)``
         the gradient with respect to log k of sum(y(times)**2) on ROBER, on the given
         step grid ``steps`` (fixed steps) or adaptively at ``rtol``.

@@ -88,14 +88,14 @@ def test_wrong_n_step_and_reversible_are_caught():
     def off_by_one_n_step(method_id, z, h, y0, n_steps):
         return scipy_backend.n_step_gradient(method_id, z, h, y0, n_steps - 1)
 
-    def sloppy_reversible(base_id, z, h, y0, n_steps, coupling, perturbation=0.0):
+    def sloppy_reversible(base_id, z, h, y0, n_steps, coupling, perturbation=0.0, gradient=True):
         """Rebuilds with base steps of h(1 + 1e-12), as code that recomputes t1 - t0 from
         t0 + h does, instead of exactly the forward steps."""
         from stiffcore.reversible import predict_reversible, reversible_step, reversible_step_back
 
         R = get_method(base_id).stability
-        mu = z / h
-        y = w = y0
+        mu = np.asarray(z) / h
+        y = w = np.full(mu.shape, float(y0))
         for k in range(n_steps):
             y, w = reversible_step(lambda a, b, x: R((b - a) * mu) * x, k * h, (k + 1) * h, y, w, coupling)
         y_n, y = y, y * (1 + perturbation)
@@ -103,7 +103,7 @@ def test_wrong_n_step_and_reversible_are_caught():
             y, w = reversible_step_back(lambda a, b, x: R((b - a) * (1 + 1e-12) * mu) * x, k * h, (k + 1) * h,
                                         y, w, coupling)
         dy = predict_reversible(base_id, z, h=h, n_steps=n_steps, coupling=coupling, y0=y0)[1]
-        return dict(y_n=y_n, y0_rebuilt=y, dy_dlambda=float(dy))
+        return dict(y_n=y_n, y0_rebuilt=y, dy_dlambda=dy)
 
     wrong = Backend(name="wrong", methods=("backward_euler",), one_step_gradient=scipy_backend.one_step_gradient,
                     n_step_gradient=off_by_one_n_step, reversible_run=sloppy_reversible,
@@ -149,3 +149,15 @@ def test_cli_conformance_table_json_and_plot(tmp_path, capsys):
     assert {r["check"] for r in rows} >= {"one_step", "n_step", "reversible"}
     assert main(["conformance", "--backend", "nope", "--no-plot"]) == 2
     assert "unknown backend 'nope'" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_serial_report():
+    """run(jobs=2): units in spawned workers, the cross-backend check split per backend and
+    compared at the end; the same records, in the same order, as the serial run."""
+    kw = dict(backends=["scipy", "torch"], methods=["backward_euler", "radau_iia5"])
+    serial, parallel = run(**kw), run(jobs=2, **kw)
+    strip = lambda report: [(r.backend, r.method, r.check, r.passed, r.max_rel_error) for r in report.results]  # noqa: E731
+    assert strip(parallel) == strip(serial) and parallel.passed
+    assert {r.check for r in parallel.results} >= {"one_step", "reversible", "rober_fixed", "rober_adaptive"}
+    with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
+        run(jobs=0, **kw)

@@ -38,27 +38,32 @@ def _tangent_of_steps(method_id: str, z, h: float, y0: float, n_steps: int):
 one_step_gradient, n_step_gradient = hooks_from_linear_gradient(_tangent_of_steps)
 
 
-def reversible_run(base_id: str, z: float, h: float, y0: float, n_steps: int, coupling: float,
-                   perturbation: float = 0.0) -> dict:
-    """The reversible scheme on y' = lambda y: forward n steps with tangent, then (y_n scaled by
-    1 + perturbation) back n steps."""
+def reversible_run(base_id: str, z, h: float, y0: float, n_steps: int, coupling: float,
+                   perturbation: float = 0.0, gradient: bool = True) -> dict:
+    """The reversible scheme on y' = lambda y for every lambda = z / h at once (one diagonal
+    system, one per-step loop): forward n steps (with the tangent if ``gradient``), then
+    (y_n scaled by 1 + perturbation) back n steps."""
     from ._derivatives import Derivatives
     from ._step_maps import ReversiblePairMap, step_map
 
-    lam = np.array([z / h])
-    fun, jac, jac_p = _linear(lam[0])
-    pair = ReversiblePairMap(step_map(base_id, Derivatives(fun, 1, lam, jac, jac_p), autonomous=True), coupling)
-    y, w = np.array([float(y0)]), np.array([float(y0)])
-    dy, dw = np.zeros((1, 1)), np.zeros((1, 1))
+    lam = np.atleast_1d(np.asarray(z, dtype=float)) / h
+    m = lam.size
+    derivs = Derivatives(lambda t, v, p: p * v, m, lam, lambda t, v, p: np.diag(p), lambda t, v, p: np.diag(v))
+    pair = ReversiblePairMap(step_map(base_id, derivs, autonomous=True), coupling)
+    y, w = np.full(m, float(y0)), np.full(m, float(y0))
+    dy, dw = np.zeros((m, m)), np.zeros((m, m))
     t = h * np.arange(n_steps + 1)
     for k in range(n_steps):
-        y, w, blocks = pair.jacobians(t[k], t[k + 1], y, w, lam)
-        dy, dw = pair.tangent(blocks, dy, dw, np.eye(1))
-    y_n = float(y[0])
+        if gradient:
+            y, w, blocks = pair.jacobians(t[k], t[k + 1], y, w, lam)
+            dy, dw = pair.tangent(blocks, dy, dw, np.eye(m))
+        else:
+            y, w = pair.forward(t[k], t[k + 1], y, w, lam)
+    y_n = y.copy()
     y = y * (1 + perturbation)
     for k in reversed(range(n_steps)):
         y, w = pair.backward(t[k], t[k + 1], y, w, lam)
-    return dict(y_n=y_n, y0_rebuilt=float(y[0]), dy_dlambda=float(dy[0, 0]))
+    return dict(y_n=y_n, y0_rebuilt=y, dy_dlambda=np.diag(dy).copy() if gradient else np.full(m, np.nan))
 
 
 def rober_gradient(method_id: str, times, steps=None, rtol=None):

@@ -38,31 +38,35 @@ def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int):
 one_step_gradient, n_step_gradient = hooks_from_linear_gradient(_linear_gradient)
 
 
-def reversible_run(base_id: str, z: float, h: float, y0: float, n_steps: int, coupling: float,
-                   perturbation: float = 0.0) -> dict:
-    """Forward n reversible steps on y' = lambda y (gradient by autograd), then rebuild y0 from
-    y_n * (1 + perturbation) with the backward steps the memory-flat backward pass uses."""
+def reversible_run(base_id: str, z, h: float, y0: float, n_steps: int, coupling: float,
+                   perturbation: float = 0.0, gradient: bool = True) -> dict:
+    """Forward n reversible steps on y' = lambda y for every lambda = z / h at once (one
+    diagonal system; gradients by autograd if ``gradient``, else no graph is kept), then
+    rebuild y0 from y_n * (1 + perturbation) with the backward steps the memory-flat
+    backward pass uses."""
     import torch
 
     from stiffcore.reversible import reversible_step_back
 
     from .reversible import ReversibleSolver
 
-    lam = torch.tensor(z / h, dtype=torch.float64, requires_grad=True)
-    with warnings.catch_warnings():
+    lam = torch.tensor(np.atleast_1d(np.asarray(z, dtype=float)) / h, dtype=torch.float64, requires_grad=gradient)
+    with warnings.catch_warnings(), torch.set_grad_enabled(gradient):
         warnings.simplefilter("ignore", RuntimeWarning)  # unstable configurations are measured on purpose
-        solver = ReversibleSolver(lambda s, y: lam * y, torch.tensor([float(y0)], dtype=torch.float64),
-                                  step_size=h, base=base_id, coupling=coupling)
+        # the Jacobian diag(lambda) given (the jac option): autodiff would build it each step
+        solver = ReversibleSolver(lambda s, y: lam * y, torch.full(lam.shape, float(y0), dtype=torch.float64),
+                                  step_size=h, base=base_id, coupling=coupling, jac=lambda s, y: torch.diag(lam))
         solver.recording = True
         ys = solver.integrate(torch.tensor([0.0, n_steps * h], dtype=torch.float64))
-    dy = torch.autograd.grad(ys[-1, 0], lam)[0].item()
+    # the components are independent: d y_i / d lambda_i
+    dy = torch.autograd.grad(ys[-1].sum(), lam)[0] if gradient else torch.full_like(lam, float("nan"))
     times = solver.step_times()
     with torch.no_grad():
         y = solver.final_state.y.detach() * (1 + perturbation)
         w = solver.final_state.z.detach()
         for k in range(times.numel() - 1, 0, -1):
             y, w = reversible_step_back(solver._base_step, times[k - 1], times[k], y, w, solver.coupling)
-    return dict(y_n=ys[-1, 0].item(), y0_rebuilt=y.reshape(-1)[0].item(), dy_dlambda=dy)
+    return dict(y_n=ys[-1].detach().numpy(), y0_rebuilt=y.reshape(-1).numpy(), dy_dlambda=dy.numpy())
 
 
 def rober_gradient(method_id: str, times, steps=None, rtol=None):
