@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the paper's failing baseline: 1 hidden layer of 50 tanh units, no scaling")
     p.add_argument("--method", help="stiff catalogue method (default: the recipe's, rosenbrock23)")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: %(default)s)")
-    p.add_argument("--resume", help="continue from this checkpoint (.npz; AdamW's moments restart)")
+    p.add_argument("--resume", help="continue from this checkpoint (.npz: weights, history and AdamW's moments)")
     p.add_argument("--out", type=_out_dir, default="stiffcore-train",
                    help="directory for checkpoint and PNGs (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="epochs between checkpoints (default: %(default)s)")
