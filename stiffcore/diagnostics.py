@@ -12,6 +12,7 @@ Framework-agnostic numpy; the adapters collect the inputs from real solves.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,10 @@ from .reversible import check_coupling, optimal_coupling, predict_reversible
 STIFF_TAIL = 10.0
 #: Predicted attenuation below which a parameter is reported as starved of gradient.
 STARVED = 1e-3
+#: Parameters whose log-p gains the advice lists by name (beyond, it points at the table).
+MAX_LISTED = 12
+#: Columns the printed advice wraps at.
+ADVICE_WIDTH = 100
 
 
 def _finite_array(name, value, ndim, dtype=float):
@@ -98,7 +103,8 @@ class Diagnosis:
             out += "\n\n" + table(["parameter", "log10 attenuation", "feeds |Re mu|", "", "log-p gain"]
                                    + (["predicted dL/dp"] if predicted else []), rows)
         if self.advice:
-            out += "\n\nAdvice:\n" + "\n".join(f"  - {a}" for a in self.advice)
+            out += "\n\nAdvice:\n" + "\n".join(textwrap.fill(a, ADVICE_WIDTH, initial_indent="  - ",
+                                                              subsequent_indent="    ") for a in self.advice)
         return out
 
     def plot(self, path: str, measured: dict | None = None) -> str:
@@ -304,13 +310,22 @@ def _advice(diag, m, states, t, h, coupling):
     valued = [p for p in diag.parameters if p.value]
     if valued:
         decades = [math.log10(abs(p.value)) for p in valued]
-        advice.append("log-parameterise rates: d/d(log p) = p d/dp multiplies each gradient by |p|: "
-                      + ", ".join(f"{p.name} x{abs(p.value):.3g}" for p in valued)
-                      + f" (the rates span {max(decades) - min(decades):.1f} decades, which raw gradients inherit)")
+        gains = (", ".join(f"{p.name} x{abs(p.value):.3g}" for p in valued) if len(valued) <= MAX_LISTED
+                 else "per parameter in the table's log-p gain column")
+        advice.append(f"log-parameterise rates: d/d(log p) = p d/dp multiplies each gradient by |p|: {gains}"
+                      f" (the rates span {max(decades) - min(decades):.1f} decades, which raw gradients inherit)")
+    # one line per group of starved parameters feeding the same mode (to 3 digits)
+    groups: dict = {}
     for p in diag.parameters:
         if p.starved:
-            advice.append(f"{p.name} is starved: it feeds modes with |Re mu| ~ {p.fastest_mode:.3g} in the stiff tail, "
-                          f"predicted attenuation 1e{p.log10_attenuation:.1f} by h R'(h mu)")
+            groups.setdefault(float(f"{p.fastest_mode:.3g}"), []).append(p)
+    for mode, members in groups.items():
+        names = ", ".join(p.name for p in members)
+        worst = min(p.log10_attenuation for p in members)
+        best = max(p.log10_attenuation for p in members)
+        attenuation = f"1e{worst:.1f}" if len(members) == 1 else f"1e{worst:.1f} to 1e{best:.1f}"
+        advice.append(f"{names} {'is' if len(members) == 1 else 'are'} starved: fed into modes with "
+                      f"|Re mu| ~ {mode:.3g} in the stiff tail, predicted attenuation {attenuation} by h R'(h mu)")
     if states is not None:
         Y = _finite_array("states", states, 2)
         scale = Y.max(axis=0) - Y.min(axis=0)

@@ -226,3 +226,19 @@ def test_output_cotangent_mistakes_are_named():
         cotangents_on_steps(np.arange(4.0), np.ones((4, 1)), [1.5], lambda Y: Y)
     with pytest.raises(ValueError, match="2 output cotangents for 1 output times"):
         cotangents_on_steps(np.arange(4.0), np.ones((4, 1)), [1.0], lambda Y: np.ones((2, 1)))
+
+
+def test_advice_groups_starved_parameters_and_fits_the_terminal():
+    """Forty parameters (a real mechanism has hundreds): the starved ones feeding one mode
+    share one advice line, the log-p gains point at the table instead of a 5,000-column
+    line (GRI-Mech's was), and every printed advice line fits 100 columns."""
+    rates = [-1.0] * 20 + [-1e4] * 20
+    t, h, J, Fp = diagonal_case(rates=rates)
+    names = [f"k{j + 1}" for j in range(40)]
+    d = diagnose("radau_iia5", t, h, jacobians=J, param_jacobians=Fp, param_names=names,
+                 params=np.geomspace(1e-3, 1e9, 40), states=np.tile(np.linspace(0, 1, 40), (5, 1)))
+    starved = [a for a in d.advice if "starved" in a]
+    assert len(starved) == 1 and starved[0].startswith("k21, k22,") and "k40 are starved" in starved[0]
+    assert "log-p gain column" in next(a for a in d.advice if a.startswith("log-parameterise"))
+    advice = d.table().split("Advice:\n")[1]
+    assert max(map(len, advice.splitlines())) <= 100
