@@ -93,14 +93,15 @@ class Diagnosis:
             f"steps in the stiff tail (|h mu| >= {STIFF_TAIL:g}): {100 * self.stiff_tail_fraction:.1f}%",
         ]
         counts, edges = self.z_histogram()
-        lines.append("log10|z| histogram: " + ", ".join(f"[{a:g},{b:g}) {c}" for a, b, c in zip(edges, edges[1:], counts) if c))
+        lines.append(textwrap.fill("log10|z| histogram: " + ", ".join(
+            f"[{a:g},{b:g}) {c}" for a, b, c in zip(edges, edges[1:], counts) if c), ADVICE_WIDTH, subsequent_indent="  "))
         out = "\n".join(lines)
         if self.parameters:
             predicted = self.parameters[0].predicted_gradient is not None
-            rows = [[p.name, p.log10_attenuation, p.fastest_mode, "STARVED" if p.starved else "",
+            rows = [[p.name, p.log10_attenuation, p.fastest_mode, "STARVED" if p.starved else "-",
                      p.log_gain if p.log_gain is not None else ""]
                     + ([p.predicted_gradient] if predicted else []) for p in self.parameters]
-            out += "\n\n" + table(["parameter", "log10 attenuation", "feeds |Re mu|", "", "log-p gain"]
+            out += "\n\n" + table(["parameter", "log10 attenuation", "feeds |Re mu|", "gradient", "log-p gain"]
                                    + (["predicted dL/dp"] if predicted else []), rows)
         if self.advice:
             out += "\n\nAdvice:\n" + "\n".join(textwrap.fill(a, ADVICE_WIDTH, initial_indent="  - ",
