@@ -196,8 +196,8 @@ def _run_in_workers(chosen, units, cross, full, progress, jobs) -> Report:
     pool.shutdown()
     report = Report([r for i in range(len(units)) for r in finished[i]])
     if cross:
-        grads = {mode: {b.name: rober[(b.name, mode)] for b in able} for mode in ROBER_MODES}
-        results = compare_rober(grads) if rober_tasks else rober_skipped(able)
+        results = (compare_rober({mode: {b.name: rober[(b.name, mode)] for b in able} for mode in ROBER_MODES})
+                   if rober_tasks else rober_skipped(able))
         report.results += results
         if progress:
             progress(total, total, "ROBER cross-backend", results)

@@ -161,3 +161,6 @@ def test_worker_processes_give_the_serial_report():
     assert {r.check for r in parallel.results} >= {"one_step", "reversible", "rober_fixed", "rober_adaptive"}
     with pytest.raises(ValueError, match="jobs must be a positive integer, got 0"):
         run(jobs=0, **kw)
+    # one backend: the cross-backend check is skipped, as serially (it raised KeyError)
+    alone = run(backends=["scipy"], methods=["backward_euler", "radau_iia5"], jobs=2)
+    assert [r.passed for r in alone.results if r.check == "rober"] == [None]
