@@ -33,11 +33,12 @@ from .base import MassActionNetwork, Problem
 def _expanded_terms(gas):
     """(reactant indices, reaction index, factor on k_f, stoichiometry column, direction)
     per mass-action term, in the scaled units of the module docstring; a reverse term
-    (direction -1) has the negated forward column."""
+    (direction -1) has the negated forward column.  Also each reaction's forward order
+    (reactant molecules, plus one for a third body), which scales its k_f by c0^(order - 1)."""
     species = {name: i for i, name in enumerate(gas.species_names)}
     c0 = gas.density_mole
     inverse_kc = 1.0 / gas.equilibrium_constants
-    terms = []
+    terms, orders = [], []
     for j, reaction in enumerate(gas.reactions()):
         if reaction.orders:
             raise ValueError(f"reaction {j} ({reaction.equation}) has non-stoichiometric orders {reaction.orders}: "
@@ -63,12 +64,13 @@ def _expanded_terms(gas):
             partners = [((species[name],), e) for name, e in eff.items() if e != 0.0]
         forward_order = len(sides[0]) + (third_body is not None)
         reverse_order = len(sides[1]) + (third_body is not None)
+        orders.append(forward_order)
         for extra, e in partners:
             terms.append((sides[0] + extra, j, e, column, 1.0))
             if reaction.reversible:
                 terms.append((sides[1] + extra, j, e * inverse_kc[j] * c0 ** (reverse_order - forward_order), -column,
                               -1.0))
-    return terms
+    return terms, np.array(orders, dtype=float)
 
 
 class _CanteraKinetics:
@@ -76,7 +78,7 @@ class _CanteraKinetics:
     constant is p[reaction] times a fixed factor (efficiency, 1/K_c and the c0 scaling)."""
 
     def __init__(self, gas):
-        terms = _expanded_terms(gas)
+        terms, self.forward_order = _expanded_terms(gas)
         reactants = [t[0] for t in terms]
         self.reaction = np.array([t[1] for t in terms])
         self.factor = np.array([t[2] for t in terms])
@@ -128,9 +130,7 @@ def from_cantera(gas, t_span, name: str | None = None) -> Problem:
         raise ValueError("the Cantera solution has no reactions")
     kinetics = _CanteraKinetics(gas)
     c0 = gas.density_mole
-    orders = [len([k for k, nu in r.reactants.items() for _ in range(int(nu))])
-              + r.reaction_type.startswith("three-body") for r in gas.reactions()]
-    params = gas.forward_rate_constants * c0 ** (np.array(orders) - 1.0)
+    params = gas.forward_rate_constants * c0 ** (kinetics.forward_order - 1.0)
     equations = tuple(r.equation for r in gas.reactions())
     mech = name or gas.name
     return Problem(
