@@ -63,7 +63,8 @@ def jax_step(method, lam, h):
 
 
 STEPS = {"scipy": scipy_step, "torch": torch_step, "jax": jax_step}
-JAX_METHODS = {"radau_iia5", "rodas5p", "rodas4", "rosenbrock23", "trbdf2"}  # diffrax has its own Kvaerno
+# every stiffcore diffrax solver (diffrax has its own Kvaerno)
+JAX_METHODS = set(ADAPTIVE) - {"kvaerno3", "kvaerno4", "kvaerno5"}
 
 
 def _cases():

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchdiffeq = pytest.importorskip("torchdiffeq")
 
-from helpers import step_end_reference, weighted_error  # noqa: E402
+from helpers import practical_rtol, step_end_reference, weighted_error  # noqa: E402
 
 import stiffcore.adapters.torchdiffeq as adapter  # noqa: E402
 from stiffcore.catalogue import get_method  # noqa: E402
@@ -32,8 +32,8 @@ def test_backwards_in_time_with_a_matrix_state_and_gradients(method):
     a = torch.tensor(0.7, dtype=F64, requires_grad=True)
     y1 = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64, requires_grad=True)
     t = torch.tensor([1.0, 0.5, 0.0], dtype=F64)
-    ys = torchdiffeq.odeint(lambda s, y: a * y, y1, t, method=method, rtol=1e-9, atol=1e-12,
-                            options=_options(method))
+    ys = torchdiffeq.odeint(lambda s, y: a * y, y1, t, method=method, rtol=practical_rtol(method, 1e-9),
+                            atol=1e-12, options=_options(method))
     tol = {1: 1e-2, 2: 1e-4}.get(get_method(method).order, 1e-6)
     exact = y1.detach() * torch.exp(-0.7 * (1 - t))[:, None, None]
     assert torch.allclose(ys, exact, rtol=tol), (method, ys[-1])
@@ -42,7 +42,11 @@ def test_backwards_in_time_with_a_matrix_state_and_gradients(method):
     assert torch.allclose(gy, torch.full_like(gy, np.exp(-0.7)), rtol=10 * tol), method
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if get_method(m).adaptive and get_method(m).order >= 3])
+# L-stable: the others (|R(-inf)| = 1) crawl on stiff problems (docs/stability.md)
+L_STABLE = [m for m in METHODS if get_method(m).adaptive and get_method(m).stability.l_stable]
+
+
+@pytest.mark.parametrize("method", [m for m in L_STABLE if get_method(m).order >= 3])
 def test_rober_outputs_honour_the_tolerance(method):
     """ROBER to 1e5 at 30 log-spaced outputs, rtol 1e-6: the outputs are step ends, within
     10x the tolerance for methods of order >= 3 (weighted error against a reference that is
@@ -75,11 +79,12 @@ def test_a_solve_of_plain_tensors_returns_plain_tensors(method):
     parameter that needs grad it does, and the gradient is right."""
     t = torch.tensor([0.0, 0.5], dtype=F64)
     y0 = torch.tensor([1.0, 2.0], dtype=F64)
-    plain = torchdiffeq.odeint(lambda s, y: -3.0 * y ** 2, y0, t, method=method, rtol=1e-8, atol=1e-10,
+    rtol = practical_rtol(method, 1e-8)
+    plain = torchdiffeq.odeint(lambda s, y: -3.0 * y ** 2, y0, t, method=method, rtol=rtol, atol=1e-10,
                                options=_options(method, 0.005))
     assert not plain.requires_grad, method
     a = torch.tensor(3.0, dtype=F64, requires_grad=True)
-    ys = torchdiffeq.odeint(lambda s, y: -a * y ** 2, y0, t, method=method, rtol=1e-8, atol=1e-10,
+    ys = torchdiffeq.odeint(lambda s, y: -a * y ** 2, y0, t, method=method, rtol=rtol, atol=1e-10,
                             options=_options(method, 0.005))
     (grad,) = torch.autograd.grad(ys[-1].sum(), a)
     exact = -sum(float(c) ** 2 * 0.5 / (1 + 3.0 * float(c) * 0.5) ** 2 for c in y0)  # y = c / (1 + a c t)
@@ -112,7 +117,7 @@ def test_func_of_another_dtype_is_named():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("method", [m for m in METHODS if get_method(m).adaptive and get_method(m).is_implicit])
+@pytest.mark.parametrize("method", L_STABLE)
 def test_starts_on_a_fast_initial_transient(method):
     """eps y1' = cos t - y1 with eps = 1e-12 from y1 = 2, far off its slow manifold, and
     y2' = y1 - y2: the first step must pass the 1e-12 transient ("step size underflow at
@@ -125,4 +130,5 @@ def test_starts_on_a_fast_initial_transient(method):
     ys = torchdiffeq.odeint(f, torch.tensor([2.0, 1.0], dtype=F64), t, method=method, rtol=1e-6, atol=1e-9)
     exact = 0.5 * (np.cos(1.0) + np.sin(1.0)) + 0.5 * np.exp(-1.0)  # y2(1) of y2' = cos t - y2, y2(0) = 1
     assert abs(float(ys[-1, 0]) - np.cos(1.0)) < 1e-6
-    assert abs(float(ys[-1, 1]) - exact) < 1e-4, (method, float(ys[-1, 1]), exact)
+    tol = 1e-2 if get_method(method).order == 1 else 1e-4  # backward Euler's global error at rtol 1e-6
+    assert abs(float(ys[-1, 1]) - exact) < tol, (method, float(ys[-1, 1]), exact)

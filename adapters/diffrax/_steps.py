@@ -84,8 +84,9 @@ def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: i
         error = jax.lax.stop_gradient(weighted(sch.error_weights, Z))
         if sch.error_b0:
             error = error - jax.lax.stop_gradient(h * float(sch.error_b0) * f0)
+        if sch.defect_filter:  # filters the interpolation defects too; where nothing uses it, jit drops it
+            stiff_filter = _stiff_filter(f, t0, y0, h * float(sch.defect_filter))
         if sch.error_filter:
-            stiff_filter = _stiff_filter(f, t0, y0, h * float(sch.error_filter))
             error = stiff_filter(error)
     return Step(y1, error, result, jnp.stack(Z), stiff_filter)
 

@@ -166,19 +166,19 @@ def _nonfinite_fails(step: Step) -> Step:
 # --- the methods ---------------------------------------------------------------------------
 # Each is one declaration; the catalogue holds the coefficients, order and reference.
 
-class BackwardEuler(ImplicitRungeKuttaSolver):
+class BackwardEuler(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "backward_euler"
 
 
-class ImplicitMidpoint(ImplicitRungeKuttaSolver):
+class ImplicitMidpoint(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "implicit_midpoint"
 
 
-class Trapezoid(ImplicitRungeKuttaSolver):
+class Trapezoid(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "trapezoid"
 
 
-class SDIRK2(ImplicitRungeKuttaSolver):
+class SDIRK2(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "sdirk2"
 
 
@@ -186,7 +186,7 @@ class TRBDF2(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "trbdf2"
 
 
-class RadauIIA3(ImplicitRungeKuttaSolver):
+class RadauIIA3(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "radau_iia3"
 
 
@@ -194,15 +194,15 @@ class RadauIIA5(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "radau_iia5"
 
 
-class GaussLegendre4(ImplicitRungeKuttaSolver):
+class GaussLegendre4(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "gauss_legendre4"
 
 
-class GaussLegendre6(ImplicitRungeKuttaSolver):
+class GaussLegendre6(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "gauss_legendre6"
 
 
-class LobattoIIIC2(ImplicitRungeKuttaSolver):
+class LobattoIIIC2(ImplicitRungeKuttaSolver, diffrax.AbstractAdaptiveSolver):
     method_id = "lobatto_iiic2"
 
 

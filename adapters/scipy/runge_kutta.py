@@ -34,7 +34,8 @@ class ImplicitRungeKutta(StiffSolver):
         self.fully_implicit = self.method.family == "fully_implicit"
         self.error_weights = None if tab.b_embedded is None else tab.b - tab.b_embedded
         self.b0 = tab.b0_embedded
-        self.error_filter = runge_kutta_scheme(self.method).error_filter
+        scheme = runge_kutta_scheme(self.method)
+        self.error_filter, self.defect_filter = scheme.error_filter, scheme.defect_filter
         self.stiffly_accurate = tab.is_stiffly_accurate and tab.a[-1, -1] != 0
         self.predictor = None
         self.jac_point = None
@@ -66,6 +67,7 @@ class ImplicitRungeKutta(StiffSolver):
             D = self.dense_weights             # acts on increments h K = A^-1 Z
             self.dense_weights = None if D is None else D @ a_inv
             real = [m for _, p, m in self.blocks if p is None]
+            # the real eigenvalue of A^-1 that 1 / b0 is, so the filter reuses the stages' LU
             self.b0_shift = next((m for m in real if self.b0 and abs(m * self.b0 - 1) < 1e-12), None)
 
     # --- one step -------------------------------------------------------------------------
@@ -151,35 +153,37 @@ class ImplicitRungeKutta(StiffSolver):
         error = None
         if self.error_weights is not None:
             raw = self.error_z_weights @ z + h * self.b0 * f0
-            error = self._stiff_filter(h, raw)
+            error = self._stiff_filter(h, raw, self.error_filter) if self.error_filter else raw
             self._raw_error_z = self.error_z_weights @ z
         dense = None if self.dense_weights is None else self.dense_weights @ z
         return StepResult(y_new, f_new, error, dense, rate, iterations)
 
-    def _stiff_filter(self, h, raw):
-        """(I - h b0 J)^-1 raw, the stiff error estimate of Hairer & Wanner (IV.8, eq. 8.20)."""
-        if not self.b0:
-            return raw
-        shift = (self.b0_shift if self.b0_shift is not None else 1 / self.b0) / h
-        return shift * self.solve_shifted(shift, raw)
+    def _stiff_filter(self, h, raw, gamma):
+        """(I - h gamma J)^-1 raw, the stiff error estimate of Hairer & Wanner (IV.8, eq. 8.20)
+        for gamma = b0, through the stages' own factorisation where 1 / b0 is an eigenvalue of A^-1."""
+        if gamma == self.b0 and self.b0_shift is not None:
+            shift = self.b0_shift / h
+            return shift * self.solve_shifted(shift, raw)
+        return self.solve_damped(h * gamma, raw)
 
     def _interpolation_filter(self, h, raw):
-        """(I - h gamma J)^-1 raw from a factorisation the step already has: the error
-        estimate's for Radau IIA5, the diagonal's for a DIRK."""
-        if self.fully_implicit:
-            return self._stiff_filter(h, raw)
-        if not self.a[-1, -1]:
+        """(I - h gamma J)^-1 raw with the scheme's gamma: b0 for Radau IIA, the diagonal for a DIRK."""
+        if not self.defect_filter:
             return raw                  # explicit: nothing is stiff enough to filter
-        return self.solve_damped(h * self.a[-1, -1], raw)
+        if self.fully_implicit:
+            return self._stiff_filter(h, raw, self.defect_filter)
+        return self.solve_damped(h * self.defect_filter, raw)
 
     def _refine_error(self, t, y, h, result):
-        if not self.b0 or result.error is None:
+        # Shampine's refinement is made for gamma = b0, where y0 + err cancels a stiff
+        # component's transient (fully implicit methods; a DIRK filters with its diagonal)
+        if not (self.b0 and self.fully_implicit and self.error_filter) or result.error is None:
             return None
         try:
             f = self.eval_f(t, y + result.error)
         except StepFailure:
             return None
-        return self._stiff_filter(h, self._raw_error_z + h * self.b0 * f)
+        return self._stiff_filter(h, self._raw_error_z + h * self.b0 * f, self.error_filter)
 
     def _dirk(self, t, y, h, f0):
         s, n = self.c.size, self.n
@@ -222,6 +226,8 @@ class ImplicitRungeKutta(StiffSolver):
         error = None
         if self.error_weights is not None:
             error = h * (self.error_weights @ F)
+            if self.b0:
+                error = error - h * self.b0 * f0
             if self.error_filter:
                 # (I - h gamma J)^-1 on an estimate that grows on stiff modes (Hosea & Shampine
                 # 1996, sec. 4; schemes.runge_kutta_scheme), reusing the stage factorisation

@@ -17,9 +17,9 @@ theta^k`` (k = 1..degree), with coefficient rows ``c = D @ increments``.  Which 
 - Everything else: the cubic Hermite interpolant of ``(y1 - y0, h f0, h f1)``, third
   order, so it is below the error of a step only for methods of order <= 3
   (:func:`interpolation_order` says which is used).  Its ``h f`` terms grow like h lambda
-  on stiff components, which is why no adaptive implicit method here relies on it (the
-  fixed-step ones without an extension, BackwardEuler, Trapezoid, ImplicitMidpoint, SDIRK2
-  and LobattoIIIC2, still do).
+  on stiff components, which is why no implicit method of order above 2 relies on it (the
+  low-order ones without an extension, BackwardEuler, Trapezoid, ImplicitMidpoint, SDIRK2
+  and LobattoIIIC2, still do, without interpolation control: :func:`controls_interpolation`).
 """
 
 from __future__ import annotations

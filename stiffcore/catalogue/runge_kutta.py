@@ -34,14 +34,21 @@ def collocation_tableau(c, stiffly_accurate: bool = False) -> dict:
     return dict(a=a, b=b, c=c, dense=dense)
 
 
-def radau_embedded_weights(tab: dict) -> tuple[np.ndarray, float]:
-    """Embedded weights of order s for Radau IIA with ``b0 = gamma0``, the real eigenvalue of ``a``.
+def collocation_embedded_weights(tab: dict) -> tuple[np.ndarray, float]:
+    """Embedded weights of order s for an s-stage collocation method, with the weight ``b0 =
+    gamma0`` on f(t0, y0): RADAU5's estimate (Hairer & Wanner IV.8, eq. 8.19).
 
-    Solves ``gamma0 + sum b^_j = 1`` and ``sum b^_j c_j**k = 1/(k+1)``, k = 1..s-1
-    (Hairer & Wanner IV.8, eq. 8.19): the estimate behind RADAU5's error control.
-    """
+    Solves ``gamma0 + sum b^_j = 1`` and ``sum b^_j c_j**k = 1/(k+1)``, k = 1..s-1.  gamma0 is
+    the real eigenvalue of ``a`` (Radau IIA5, Gauss-Legendre6), so the filter ``(I - h gamma0
+    J)^-1`` reuses a factorisation the stages already need; where ``a`` has only a complex
+    pair (two stages: Radau IIA3, Gauss-Legendre4) it is the pair's modulus, a real value of
+    the pair's size (one more factorisation per step).  On y' = lambda y, y0 = 1, the filtered
+    estimate tends to -1 as h lambda -> -inf whatever gamma0: stiff transients are resolved,
+    as RADAU5 does (Shampine's refinement, :meth:`_refine_error` in the SciPy adapter, then
+    re-evaluates f0 at y0 + err after a rejection)."""
     eig = np.linalg.eigvals(tab["a"])
-    gamma0 = float(eig[np.argmin(np.abs(eig.imag))].real)
+    real = eig[np.abs(eig.imag) < 1e-12]
+    gamma0 = float(real[0].real) if real.size else float(np.abs(eig[0]))
     s = tab["c"].size
     vander = np.vander(tab["c"], s, increasing=True).T
     rhs = 1.0 / np.arange(1, s + 1)
@@ -202,26 +209,42 @@ TSIT5 = Method(
 
 # --- diagonally implicit ------------------------------------------------------
 
+# One-stage and two-stage methods are published without an embedded pair; each gets the
+# simplest one that estimates the step's error (order conditions checked in the tests), and
+# the adapters filter those that grow on stiff modes (schemes.runge_kutta_scheme):
+# - backward Euler and the implicit midpoint rule: the trapezoidal combination h (f0 + K1) / 2
+#   (b0 = 1/2 on f(t0, y0)), the predictor-corrector difference BDF codes use at order 1;
+# - trapezoid, SDIRK2 and Lobatto IIIC2: backward Euler through the step's end, y0 + h K_s.
+# The L-stable ones also get extensions with bounded stiff output (bounded_continuous_extension;
+# backward Euler's is the straight line): with cubic Hermite, SDIRK2's and Lobatto IIIC2's
+# outputs between steps on ROBER were 400-1200x their step ends' error.
 BACKWARD_EULER = Method(
-    "backward_euler", "BackwardEuler", 1, ButcherTableau(a=[[1.0]], b=[1.0]),
-    "Hairer & Wanner II, IV.3 (implicit Euler)",
+    "backward_euler", "BackwardEuler", 1,
+    ButcherTableau(a=[[1.0]], b=[1.0], b_embedded=[0.5], b0_embedded=0.5,
+                   dense=bounded_continuous_extension([[1.0]], [1.0], 1)),
+    "Hairer & Wanner II, IV.3 (implicit Euler); embedded trapezoidal rule", embedded_order=2,
 )
 
 IMPLICIT_MIDPOINT = Method(
-    "implicit_midpoint", "ImplicitMidpoint", 2, ButcherTableau(a=[[0.5]], b=[1.0]),
-    "Gauss-Legendre 1-stage; Hairer & Wanner II, IV.5",
+    "implicit_midpoint", "ImplicitMidpoint", 2,
+    ButcherTableau(a=[[0.5]], b=[1.0], b_embedded=[0.5], b0_embedded=0.5),
+    "Gauss-Legendre 1-stage; Hairer & Wanner II, IV.5; embedded h (f0 + K1) / 2", embedded_order=1,
 )
 
 # Trapezoidal rule as the 2-stage Lobatto IIIA method (explicit first stage).
 TRAPEZOID = Method(
-    "trapezoid", "Trapezoid", 2, ButcherTableau(a=[[0.0, 0.0], [0.5, 0.5]], b=[0.5, 0.5]),
-    "Lobatto IIIA 2-stage; Hairer & Wanner II, IV.5",
+    "trapezoid", "Trapezoid", 2,
+    ButcherTableau(a=[[0.0, 0.0], [0.5, 0.5]], b=[0.5, 0.5], b_embedded=[0.0, 1.0]),
+    "Lobatto IIIA 2-stage; Hairer & Wanner II, IV.5; embedded backward Euler", embedded_order=1,
 )
 
 _G = 1 - 1 / SQRT2
 SDIRK2 = Method(
-    "sdirk2", "SDIRK2", 2, ButcherTableau(a=[[_G, 0.0], [1 - _G, _G]], b=[1 - _G, _G]),
-    "Alexander, SIAM J. Numer. Anal. 14 (1977) 1006-1021, gamma = 1 - 1/sqrt(2)",
+    "sdirk2", "SDIRK2", 2,
+    ButcherTableau(a=[[_G, 0.0], [1 - _G, _G]], b=[1 - _G, _G], b_embedded=[0.0, 1.0],
+                   dense=bounded_continuous_extension([[_G, 0.0], [1 - _G, _G]], [1 - _G, _G], 2)),
+    "Alexander, SIAM J. Numer. Anal. 14 (1977) 1006-1021, gamma = 1 - 1/sqrt(2); embedded backward Euler",
+    embedded_order=1,
 )
 
 # TR-BDF2 as an ESDIRK: trapezoidal step to t0 + gamma h, then BDF2 (Hosea & Shampine 1996).
@@ -303,34 +326,39 @@ KVAERNO5 = Method(
 
 # --- fully implicit -------------------------------------------------------------
 
-_RADAU3 = collocation_tableau([1 / 3, 1.0], stiffly_accurate=True)
-RADAU_IIA3 = Method("radau_iia3", "RadauIIA3", 3, ButcherTableau(**_RADAU3),
-                    "Ehle (1969); Hairer & Wanner II, IV.5, Table 5.5")
+def _collocation(c, stiffly_accurate: bool = False) -> ButcherTableau:
+    """A collocation tableau with RADAU5's kind of embedded estimate (order s, b0 on f0)."""
+    tab = collocation_tableau(c, stiffly_accurate=stiffly_accurate)
+    b_embedded, gamma0 = collocation_embedded_weights(tab)
+    return ButcherTableau(**tab, b_embedded=b_embedded, b0_embedded=gamma0)
 
-_RADAU5 = collocation_tableau([(4 - SQRT6) / 10, (4 + SQRT6) / 10, 1.0], stiffly_accurate=True)
-_RADAU5_EMB, _RADAU5_GAMMA0 = radau_embedded_weights(_RADAU5)
+
+_ESTIMATE_REF = "IV.8 (RADAU5's error estimate)"
+
+RADAU_IIA3 = Method("radau_iia3", "RadauIIA3", 3, _collocation([1 / 3, 1.0], stiffly_accurate=True),
+                    f"Ehle (1969); Hairer & Wanner II, IV.5, Table 5.5; {_ESTIMATE_REF}", embedded_order=2)
+
 RADAU_IIA5 = Method(
     "radau_iia5", "RadauIIA5", 5,
-    ButcherTableau(**_RADAU5, b_embedded=_RADAU5_EMB, b0_embedded=_RADAU5_GAMMA0),
-    "Ehle (1969); Hairer & Wanner II, IV.5 Table 5.6, IV.8 (RADAU5 error estimate)", embedded_order=3,
+    _collocation([(4 - SQRT6) / 10, (4 + SQRT6) / 10, 1.0], stiffly_accurate=True),
+    f"Ehle (1969); Hairer & Wanner II, IV.5 Table 5.6, {_ESTIMATE_REF}", embedded_order=3,
 )
 
 GAUSS_LEGENDRE4 = Method(
-    "gauss_legendre4", "GaussLegendre4", 4,
-    ButcherTableau(**collocation_tableau([0.5 - SQRT3 / 6, 0.5 + SQRT3 / 6])),
-    "Butcher (1964); Hairer & Wanner II, IV.5, Table 5.1",
+    "gauss_legendre4", "GaussLegendre4", 4, _collocation([0.5 - SQRT3 / 6, 0.5 + SQRT3 / 6]),
+    f"Butcher (1964); Hairer & Wanner II, IV.5, Table 5.1; {_ESTIMATE_REF}", embedded_order=2,
 )
 
 GAUSS_LEGENDRE6 = Method(
-    "gauss_legendre6", "GaussLegendre6", 6,
-    ButcherTableau(**collocation_tableau([0.5 - SQRT15 / 10, 0.5, 0.5 + SQRT15 / 10])),
-    "Butcher (1964); Hairer & Wanner II, IV.5, Table 5.2",
+    "gauss_legendre6", "GaussLegendre6", 6, _collocation([0.5 - SQRT15 / 10, 0.5, 0.5 + SQRT15 / 10]),
+    f"Butcher (1964); Hairer & Wanner II, IV.5, Table 5.2; {_ESTIMATE_REF}", embedded_order=3,
 )
 
 LOBATTO_IIIC2 = Method(
     "lobatto_iiic2", "LobattoIIIC2", 2,
-    ButcherTableau(a=[[0.5, -0.5], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0]),
-    "Chipman (1971); Hairer & Wanner II, IV.5, Table 5.11",
+    ButcherTableau(a=[[0.5, -0.5], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0], b_embedded=[0.0, 1.0],
+                   dense=bounded_continuous_extension([[0.5, -0.5], [0.5, 0.5]], [0.5, 0.5], 2)),
+    "Chipman (1971); Hairer & Wanner II, IV.5, Table 5.11; embedded backward Euler", embedded_order=1,
 )
 
 METHODS = (
