@@ -246,7 +246,10 @@ class StiffSolver:
             landing = bool(t + 1.01 * h >= t_next)
             if landing:
                 h = t_next - t
-            if not bool(h > 8 * torch.finfo(self.dtype).eps * torch.clamp(t.abs(), min=1.0)):  # NaN h fails too
+            # a few ulps of t, as SciPy's solvers bound it (at t = 0 a step of 1e-15 is fine: a
+            # first-order estimate needs it on a 1e-12 transient); a NaN h fails too
+            finfo = torch.finfo(self.dtype)
+            if not bool(h > 8 * finfo.eps * torch.clamp(t.abs(), min=finfo.tiny)):
                 raise FloatingPointError(f"step size underflow at t = {float(t):.6g} (h = {float(h):.3g}, method "
                                          f"{self.method_id!r}){': ' + reason if reason else ''}")
             try:
