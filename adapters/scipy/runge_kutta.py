@@ -40,6 +40,7 @@ class ImplicitRungeKutta(StiffSolver):
         self.predictor = None
         self.jac_point = None
         self.dense_weights = dense_matrix(self.method)  # on the increments h K (DIRK); see below for FIRK
+        self.b0_shift = None
         if self.fully_implicit:
             a_inv = np.linalg.inv(tab.a)
             mu, vecs = np.linalg.eig(a_inv)
@@ -170,9 +171,7 @@ class ImplicitRungeKutta(StiffSolver):
         """(I - h gamma J)^-1 raw with the scheme's gamma: b0 for Radau IIA, the diagonal for a DIRK."""
         if not self.defect_filter:
             return raw                  # explicit: nothing is stiff enough to filter
-        if self.fully_implicit:
-            return self._stiff_filter(h, raw, self.defect_filter)
-        return self.solve_damped(h * self.defect_filter, raw)
+        return self._stiff_filter(h, raw, self.defect_filter)
 
     def _refine_error(self, t, y, h, result):
         # Shampine's refinement is made for gamma = b0, where y0 + err cancels a stiff

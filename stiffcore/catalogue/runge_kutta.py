@@ -239,10 +239,11 @@ TRAPEZOID = Method(
 )
 
 _G = 1 - 1 / SQRT2
+_SDIRK2_A, _SDIRK2_B = [[_G, 0.0], [1 - _G, _G]], [1 - _G, _G]
 SDIRK2 = Method(
     "sdirk2", "SDIRK2", 2,
-    ButcherTableau(a=[[_G, 0.0], [1 - _G, _G]], b=[1 - _G, _G], b_embedded=[0.0, 1.0],
-                   dense=bounded_continuous_extension([[_G, 0.0], [1 - _G, _G]], [1 - _G, _G], 2)),
+    ButcherTableau(a=_SDIRK2_A, b=_SDIRK2_B, b_embedded=[0.0, 1.0],
+                   dense=bounded_continuous_extension(_SDIRK2_A, _SDIRK2_B, 2)),
     "Alexander, SIAM J. Numer. Anal. 14 (1977) 1006-1021, gamma = 1 - 1/sqrt(2); embedded backward Euler",
     embedded_order=1,
 )
@@ -354,10 +355,11 @@ GAUSS_LEGENDRE6 = Method(
     f"Butcher (1964); Hairer & Wanner II, IV.5, Table 5.2; {_ESTIMATE_REF}", embedded_order=3,
 )
 
+_LOBATTO2_A, _LOBATTO2_B = [[0.5, -0.5], [0.5, 0.5]], [0.5, 0.5]
 LOBATTO_IIIC2 = Method(
     "lobatto_iiic2", "LobattoIIIC2", 2,
-    ButcherTableau(a=[[0.5, -0.5], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0], b_embedded=[0.0, 1.0],
-                   dense=bounded_continuous_extension([[0.5, -0.5], [0.5, 0.5]], [0.5, 0.5], 2)),
+    ButcherTableau(a=_LOBATTO2_A, b=_LOBATTO2_B, c=[0.0, 1.0], b_embedded=[0.0, 1.0],
+                   dense=bounded_continuous_extension(_LOBATTO2_A, _LOBATTO2_B, 2)),
     "Chipman (1971); Hairer & Wanner II, IV.5, Table 5.11; embedded backward Euler", embedded_order=1,
 )
 
