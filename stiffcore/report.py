@@ -8,8 +8,13 @@ from typing import Any, Sequence
 
 
 def did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
-    """`` Did you mean 'x'?`` for the closest candidate, or "" (for unknown-name errors)."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
+    """`` Did you mean 'x'?`` for the closest candidate, or "" (for unknown-name errors).
+
+    Where no candidate is close as written, case is ignored, so a SciPy name finds a torch
+    id ('RadauIIA5' -> 'radau_iia5') and back."""
+    by_lower = {str(c).lower(): c for c in candidates}
+    close = difflib.get_close_matches(str(name), list(map(str, candidates)), n=1, cutoff=cutoff) or [
+        by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=cutoff)]
     return f" Did you mean {close[0]!r}?" if close else ""
 
 

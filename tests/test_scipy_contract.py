@@ -182,6 +182,19 @@ def test_a_zero_length_span_returns_y0_as_scipys_radau_does(name):
     np.testing.assert_array_equal(sol.y, radau.y)
 
 
+@pytest.mark.parametrize("typed, meant", [("Rodas5", "Rodas5P"), ("rodas5p", "Rodas5P"), ("radau_iia5", "RadauIIA5"),
+                                           ("radau", "Radau"), ("Kvarno4", "Kvaerno4")])
+def test_a_mistyped_method_string_names_the_closest_one(typed, meant):
+    """solve_ivp listed every method class on a typo; it now suggests the closest name
+    (case ignored, so a torch id finds its SciPy name), and keeps SciPy's own message."""
+    with pytest.raises(ValueError, match=rf"`method` must be one of .*'Rodas5P'.* \(Did you mean '{meant}'\?\) or OdeSolver"):
+        solve_ivp(lambda t, y: -y, (0, 1), [1.0], method=typed)
+    with pytest.raises(ValueError) as unrelated:
+        solve_ivp(lambda t, y: -y, (0, 1), [1.0], method="qwertyuiop")
+    assert "Did you mean" not in str(unrelated.value)
+    assert solve_ivp(lambda t, y: -y, (0, 1), [1.0], method=meant).status == 0  # lookups unchanged
+
+
 def test_bad_fun_and_jacobian_values_are_named():
     """A fun of the wrong shape failed inside SciPy's internals (IndexError); a NaN Jacobian
     ended with 'Newton matrix is singular (shift inf)'."""

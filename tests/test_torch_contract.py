@@ -109,6 +109,29 @@ def test_zero_tolerances_return_at_once_with_a_message():
     assert float(y[-1, 0]) == pytest.approx(np.exp(-1.0), rel=1e-12)
 
 
+@pytest.mark.parametrize("solve", [torchdiffeq.odeint, torchdiffeq.odeint_adjoint])
+@pytest.mark.parametrize("typed, meant", [("rodas5", "rodas5p"), ("Rodas5P", "rodas5p"), ("RadauIIA5", "radau_iia5"),
+                                           ("kvaerno", "kvaerno5"), ("backward-euler", "backward_euler")])
+def test_a_mistyped_method_string_names_the_closest_one(solve, typed, meant):
+    """odeint and odeint_adjoint listed every name on a typo; they now suggest the closest
+    (case ignored, so a SciPy name finds its torch id) after torchdiffeq's own message."""
+    func, y0, t = torch.nn.Linear(1, 1).double(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(ValueError, match=rf'Invalid method "{typed}"\. Must be one of .*"rodas5p".*Did you mean \'{meant}\'\?'):
+        solve(_Field(func), y0, t, method=typed)
+    with pytest.raises(ValueError) as unrelated:
+        torchdiffeq.odeint(lambda t, y: -y, y0, t, method="qwertyuiop")
+    assert "Did you mean" not in str(unrelated.value)
+
+
+class _Field(torch.nn.Module):
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, t, y):
+        return self.linear(y)
+
+
 def test_func_of_another_dtype_is_named():
     """func returning float32 for a float64 state failed inside lu_solve."""
     with pytest.raises(TypeError, match="func\\(t, y\\) returned torch.float32 for a torch.float64 state"):

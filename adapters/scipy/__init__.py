@@ -14,7 +14,10 @@ every method takes fixed steps with ``first_step=h, adaptive=False``.
 
 from __future__ import annotations
 
+import threading
+
 from stiffcore.catalogue import get_method, method_ids
+from stiffcore.report import did_you_mean
 
 from ._base import StiffSolver
 from .reversible import Reversible
@@ -55,10 +58,35 @@ SOLVERS["Reversible"] = Reversible
 globals().update(SOLVERS)  # RadauIIA5, Rodas5P, ... importable from this module
 
 
+class MethodTable(dict):
+    """``solve_ivp``'s method table, printing a "did you mean" for a mistyped string.
+
+    ``solve_ivp`` rejects an unknown string with "`method` must be one of {METHODS}": the
+    table remembers (per thread) the last string it was asked for and did not hold, and its
+    repr lists the names followed by the closest one.  Lookups behave as a plain dict's."""
+
+    _missed = threading.local()
+
+    def __contains__(self, key) -> bool:
+        found = dict.__contains__(self, key)
+        if isinstance(key, str):
+            MethodTable._missed.name = None if found else key
+        return found
+
+    def __repr__(self) -> str:
+        names = "{" + ", ".join(map(repr, self)) + "}"
+        missed = getattr(MethodTable._missed, "name", None)
+        hint = did_you_mean(missed, self) if missed is not None else ""
+        return f"{names} ({hint.strip()})" if hint else names
+
+
 def register() -> list:
-    """Make the method strings known to ``solve_ivp`` (never replacing SciPy's own)."""
+    """Make the method strings known to ``solve_ivp`` (never replacing SciPy's own), in a
+    table that suggests the closest name for a mistyped one."""
     from scipy.integrate._ivp import ivp
 
+    if not isinstance(ivp.METHODS, MethodTable):
+        ivp.METHODS = MethodTable(ivp.METHODS)
     added = [name for name in SOLVERS if name not in ivp.METHODS]
     for name in added:
         ivp.METHODS[name] = SOLVERS[name]
@@ -67,4 +95,4 @@ def register() -> list:
 
 register()
 
-__all__ = ["SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps", "solve_ivp_sensitivity", "solver_class", *SOLVERS]
+__all__ = ["MethodTable", "SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps", "solve_ivp_sensitivity", "solver_class", *SOLVERS]

@@ -19,7 +19,12 @@ reversible method with a backward pass whose memory does not grow with the step 
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+
 from stiffcore.catalogue import get_method, method_ids
+from stiffcore.report import did_you_mean
 
 from ._solver import StiffSolver
 from .reversible import ReversibleSolver, odeint_reversible
@@ -51,8 +56,33 @@ def register() -> list:
     added = [name for name in SOLVERS if name not in TABLE]
     for name in added:
         TABLE[name] = SOLVERS[name]
+    for name in ("torchdiffeq._impl.odeint", "torchdiffeq._impl.adjoint"):  # both check the method
+        module = importlib.import_module(name)  # (the package's attribute `odeint` is the function)
+        module._check_inputs = _with_method_hint(module._check_inputs)
     register_torchode()
     return added
+
+
+def _with_method_hint(check_inputs):
+    """torchdiffeq's input check, adding the closest known name to its "Invalid method"
+    error (``odeint`` and ``odeint_adjoint`` reject a mistyped string there)."""
+    if getattr(check_inputs, "adds_method_hint", False):
+        return check_inputs
+
+    @functools.wraps(check_inputs)
+    def check(*args, **kwargs):
+        try:
+            return check_inputs(*args, **kwargs)
+        except ValueError as err:
+            given = inspect.signature(check_inputs).bind(*args, **kwargs).arguments
+            method, table = given.get("method"), given.get("SOLVERS", {})
+            hint = did_you_mean(method, table) if isinstance(method, str) and method not in table else ""
+            if not hint:
+                raise
+            raise ValueError(f"{err}{hint}") from None
+
+    check.adds_method_hint = True
+    return check
 
 
 register()
