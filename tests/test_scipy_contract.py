@@ -187,7 +187,8 @@ def test_a_zero_length_span_returns_y0_as_scipys_radau_does(name):
 def test_a_mistyped_method_string_names_the_closest_one(typed, meant):
     """solve_ivp listed every method class on a typo; it now suggests the closest name
     (case ignored, so a torch id finds its SciPy name), and keeps SciPy's own message."""
-    with pytest.raises(ValueError, match=rf"`method` must be one of .*'Rodas5P'.* \(Did you mean '{meant}'\?\) or OdeSolver"):
+    expected = rf"`method` must be one of .*'Rodas5P'.* \(Did you mean '{meant}'\?\) or OdeSolver"
+    with pytest.raises(ValueError, match=expected):
         solve_ivp(lambda t, y: -y, (0, 1), [1.0], method=typed)
     with pytest.raises(ValueError) as unrelated:
         solve_ivp(lambda t, y: -y, (0, 1), [1.0], method="qwertyuiop")

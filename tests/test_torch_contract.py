@@ -116,7 +116,8 @@ def test_a_mistyped_method_string_names_the_closest_one(solve, typed, meant):
     """odeint and odeint_adjoint listed every name on a typo; they now suggest the closest
     (case ignored, so a SciPy name finds its torch id) after torchdiffeq's own message."""
     func, y0, t = torch.nn.Linear(1, 1).double(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
-    with pytest.raises(ValueError, match=rf'Invalid method "{typed}"\. Must be one of .*"rodas5p".*Did you mean \'{meant}\'\?'):
+    expected = rf'Invalid method "{typed}"\. Must be one of .*"rodas5p".*Did you mean \'{meant}\'\?'
+    with pytest.raises(ValueError, match=expected):
         solve(_Field(func), y0, t, method=typed)
     with pytest.raises(ValueError) as unrelated:
         torchdiffeq.odeint(lambda t, y: -y, y0, t, method="qwertyuiop")

@@ -95,4 +95,5 @@ def register() -> list:
 
 register()
 
-__all__ = ["MethodTable", "SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps", "solve_ivp_sensitivity", "solver_class", *SOLVERS]
+__all__ = ["MethodTable", "SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps",
+           "solve_ivp_sensitivity", "solver_class", *SOLVERS]
