@@ -1,9 +1,10 @@
 """Backend discovery: pluggy hook specifications, the plugin manager and ``install()``.
 
 A backend (the SciPy, torch and JAX adapters, or a third-party package) is a plain
-module with ``@hookimpl`` functions, announced under the ``stiffcore.backends``
-entry-point group.  It should import its framework lazily, so discovery stays cheap; an
-entry point that fails to import becomes an unavailable backend naming the error::
+module with ``@hookimpl`` functions (or an :class:`Announcement` object), announced under
+the ``stiffcore.backends`` entry-point group.  It should import its framework lazily
+(:class:`LazyHook`), so discovery stays cheap; an entry point that fails to import becomes
+an unavailable backend naming the error::
 
     # mypackage/stiffcore_backend.py
     from stiffcore.plugins import Backend, hookimpl
@@ -87,6 +88,30 @@ class Backend:
     @property
     def available(self) -> bool:
         return not self.load_error and all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+
+
+@dataclass(frozen=True)
+class LazyHook:
+    """The hook ``module.attribute``, imported when first called: an announcement built of
+    these imports no framework, so discovery (and ``stiffcore backends``) stays fast."""
+
+    module: str
+    attribute: str
+
+    def __call__(self, *args, **kwargs):
+        return getattr(importlib.import_module(self.module), self.attribute)(*args, **kwargs)
+
+
+class Announcement:
+    """A plugin object announcing one prepared :class:`Backend`, for an entry point that
+    names an object (``name = "package.module:object"``) rather than a module."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def stiffcore_backend(self) -> Backend:
+        return self.backend
 
 
 def hooks_from_linear_gradient(gradient: Callable):

@@ -127,3 +127,30 @@ def test_duplicate_names_and_bad_returns_are_errors():
 def test_backend_with_unknown_method_id_is_refused():
     with pytest.raises(ValueError, match="unknown method 'radau5'"):
         Backend(name="x", methods=("radau5",), one_step_gradient=lambda *a: None)
+
+
+def test_discovering_the_shipped_backends_imports_no_framework():
+    """Loading the four entry points imported torch and JAX (10 s for `stiffcore backends`);
+    the announcements are LazyHooks now, and the first call imports the adapter."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stiffcore\n"
+            "found = stiffcore.discover_backends()\n"
+            "print(sorted(found), [m for m in ('scipy', 'torch', 'jax', 'diffrax') if m in sys.modules])\n"
+            "print(found['scipy'].one_step_gradient('backward_euler', [-1.0], 1.0, 1.0), 'scipy' in sys.modules)\n")
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines[0] == "['diffrax', 'jax', 'scipy', 'torch'] []"
+    assert lines[1] == "[0.25] True"  # d/dlambda of 1 / (1 - h lambda) at h lambda = -1
+
+
+def test_a_lazy_hook_imports_its_module_on_the_first_call():
+    from stiffcore.plugins import Announcement, LazyHook
+
+    hook = LazyHook("json", "dumps")
+    assert hook([1]) == "[1]"
+    backend = Backend(name="lazy", methods=("backward_euler",), one_step_gradient=LazyHook("json", "no_such_hook"))
+    pm = plugin_manager(load_entry_points=False)
+    pm.register(Announcement(backend))
+    with pytest.raises(AttributeError, match="no_such_hook"):
+        discover_backends(pm)["lazy"].one_step_gradient("backward_euler", [-1.0], 1.0, 1.0)

@@ -6,7 +6,8 @@ from scipy.integrate import solve_ivp
 
 from stiffcore import one_step_gradient as predicted_one_step
 from stiffcore.adapters.scipy import solve_ivp_sensitivity
-from stiffcore.adapters.scipy.backend import METHODS, one_step_gradient
+from stiffcore.adapters.backends import IMPLICIT as METHODS
+from stiffcore.adapters.scipy.backend import one_step_gradient
 from stiffcore.problems import ROBER, VANDERPOL
 
 # ROBER in log k: p = log k, so d/dp = k d/dk

@@ -22,6 +22,7 @@ import diffrax
 
 from stiffcore.catalogue import get_method
 
+from ..backends import DIFFRAX_NATIVE
 from .adjoint import ReversibleAdjoint
 from .reversible import Reversible
 from .solvers import (
@@ -35,7 +36,7 @@ from .solvers import (
 SOLVER_IDS = tuple(cls.method_id for cls in SOLVERS.values())
 
 #: diffrax's own solvers of catalogue methods, by catalogue id (the conformance suite checks them too)
-NATIVE = {"backward_euler": "ImplicitEuler", "kvaerno3": "Kvaerno3", "kvaerno4": "Kvaerno4", "kvaerno5": "Kvaerno5"}
+NATIVE = DIFFRAX_NATIVE
 
 
 def diffrax_solver(method_id: str) -> type:

@@ -1,4 +1,5 @@
-"""The JAX backend's announcement to stiffcore's plugin registry (entry point ``jax``).
+"""The JAX backend's hooks (announced in :mod:`stiffcore.adapters.backends`, entry point
+``jax``, and imported on the suite's first call).
 
 The hooks serve two backends: ``jax`` runs this adapter's solvers, ``diffrax``
 (:mod:`.native_backend`) runs diffrax's own stiff solvers (``ImplicitEuler`` as backward
@@ -6,9 +7,8 @@ Euler, ``Kvaerno3/4/5``), so their gradient decay is checked against the core to
 Gradients are ``jax.grad`` through the solvers' own ``init``/``step`` (the calls
 ``diffeqsolve`` makes each step) on the test equation's fixed steps, a compiled scan that
 compiles about 3x faster than ``diffeqsolve`` and its controller; ROBER (check d) goes
-through ``diffrax.diffeqsolve`` and its default adjoint.  Loading
-either entry point imports the adapter package, hence JAX, diffrax and equinox; without
-them discovery lists the backends as unavailable, naming the import error.
+through ``diffrax.diffeqsolve`` and its default adjoint.  The first call imports the
+adapter package, hence JAX, diffrax and equinox.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import warnings
 
 import numpy as np
 
-from stiffcore.catalogue import method_ids
-from stiffcore.plugins import Backend, hookimpl, hooks_from_linear_gradient
+from stiffcore.plugins import hooks_from_linear_gradient
 
-OURS = tuple(m for m in method_ids(one_step=True, implicit=True) if not m.startswith("kvaerno"))
+from ..backends import JAX_METHODS as OURS
 ROOT_TOL = dict(rtol=1e-10, atol=1e-14)   # with full Newton: stage equations to round-off
 NATIVE_ROOT_TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -227,10 +226,4 @@ def install() -> None:
     from . import SOLVERS  # noqa: F401  (the classes are the registration: nothing to add to diffrax)
 
 
-@hookimpl
-def stiffcore_backend() -> Backend:
-    one, n, rober = make_hooks(native=False)
-    return Backend(name="jax", methods=OURS, one_step_gradient=one, n_step_gradient=n, rober_gradient=rober,
-                   reversible_run=reversible_run, reversible_bases=OURS, install=install,
-                   requires=("jax", "diffrax", "equinox"),
-                   description="stiffcore.adapters.diffrax solvers, gradients by jax.grad (implicit stages by the IFT)")
+one_step_gradient, n_step_gradient, rober_gradient = make_hooks(native=False)

@@ -1,8 +1,8 @@
-"""The SciPy backend's announcement to stiffcore's plugin registry (entry point ``scipy``).
+"""The SciPy backend's hooks (announced in :mod:`stiffcore.adapters.backends`, entry
+point ``scipy``, and imported on the suite's first call).
 
 Loading it imports the adapter package (which registers the solve_ivp methods), hence
-SciPy; without it discovery lists the backend as unavailable, naming the import error.
-Every gradient here is the adapter's own discrete differentiation
+SciPy.  Every gradient here is the adapter's own discrete differentiation
 (implicit function theorem for Runge-Kutta stages, complex step through Rosenbrock steps).
 """
 
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stiffcore.catalogue import method_ids
-from stiffcore.plugins import Backend, hookimpl, hooks_from_linear_gradient
-
-METHODS = tuple(method_ids(one_step=True, implicit=True))
+from stiffcore.plugins import hooks_from_linear_gradient
 
 
 def _linear(lam: float):
@@ -92,13 +89,3 @@ def install() -> None:
     from . import register
 
     register()
-
-
-@hookimpl
-def stiffcore_backend() -> Backend:
-    return Backend(
-        name="scipy", methods=METHODS, one_step_gradient=one_step_gradient, install=install,
-        n_step_gradient=n_step_gradient, reversible_run=reversible_run, rober_gradient=rober_gradient,
-        reversible_bases=METHODS, requires=("scipy",),
-        description="scipy.integrate.solve_ivp methods and discrete sensitivities",
-    )

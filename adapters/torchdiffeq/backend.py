@@ -1,8 +1,8 @@
-"""The torch backend's announcement to stiffcore's plugin registry (entry point ``torch``).
+"""The torch backend's hooks (announced in :mod:`stiffcore.adapters.backends`, entry point
+``torch``, and imported on the suite's first call).
 
 Loading it imports the adapter package (which registers the method strings), hence torch
-and torchdiffeq; without them discovery lists the backend as unavailable, naming the
-import error.  Every gradient here is
+and torchdiffeq.  Every gradient here is
 torch autograd through ``torchdiffeq.odeint`` with this adapter's methods: the discrete
 map's own derivative (implicit stages by the implicit function theorem).
 """
@@ -13,11 +13,7 @@ import warnings
 
 import numpy as np
 
-from stiffcore.catalogue import method_ids
-from stiffcore.plugins import Backend, hookimpl, hooks_from_linear_gradient
-
-METHODS = tuple(method_ids(one_step=True, implicit=True))
-REVERSIBLE_BASES = tuple(method_ids(one_step=True))
+from stiffcore.plugins import hooks_from_linear_gradient
 
 
 def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int):
@@ -97,13 +93,3 @@ def install() -> None:
     from . import register
 
     register()
-
-
-@hookimpl
-def stiffcore_backend() -> Backend:
-    return Backend(
-        name="torch", methods=METHODS, one_step_gradient=one_step_gradient, install=install,
-        n_step_gradient=n_step_gradient, reversible_run=reversible_run, rober_gradient=rober_gradient,
-        reversible_bases=REVERSIBLE_BASES, requires=("torch", "torchdiffeq"),
-        description="torchdiffeq.odeint method strings, gradients by autograd (implicit stages by the IFT)",
-    )
