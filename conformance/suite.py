@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 from stiffcore.catalogue import get_method
 from stiffcore.plugins import Backend, select_backends
 from stiffcore.predictions import one_step_gradient
-from stiffcore.report import json_safe, table
+from stiffcore.report import json_safe, table, wrap
 
 from .checks import (
     ROBER_MODES, CheckResult, check_n_step, check_one_step, check_reversible, check_rober, compare_rober, rober_able,
@@ -41,14 +42,19 @@ class Report:
         return not self.failures
 
     def table(self) -> str:
+        slope = lambda value: "-" if math.isnan(value) else value  # noqa: E731
         rows = [[r.backend, r.method, r.check, {True: "pass", False: "FAIL", None: "skip"}[r.passed],
-                 r.max_rel_error, r.fitted_slope, r.predicted_slope] for r in self.results]
+                 r.max_rel_error, slope(r.fitted_slope), slope(r.predicted_slope)] for r in self.results]
         text = table(["backend", "method", "check", "result", "max rel err", "fitted slope", "predicted slope"], rows)
+        if any(math.isnan(r.fitted_slope) for r in self.results):
+            text += "\n" + wrap("slope: of log |dy1/dlambda| against log |z| as z -> -inf, fitted on the one-step "
+                                "check only (the other checks compare values: '-')", indent="")
         if self.failures:
-            text += "\n\nFailures:\n" + "\n".join(f"  - [{r.check}] {r.detail}" for r in self.failures)
+            text += "\n\nFailures:\n" + "\n".join(wrap(f"  - [{r.check}] {r.detail}", indent="    ")
+                                                    for r in self.failures)
         skipped = [r for r in self.results if r.passed is None]
         if skipped:
-            text += "\n\nSkipped: " + "; ".join(sorted({f"{r.check} ({r.detail})" for r in skipped}))
+            text += "\n\n" + wrap("Skipped: " + "; ".join(sorted({f"{r.check} ({r.detail})" for r in skipped})))
         counts = {k: sum(r.passed is v for r in self.results) for k, v in (("passed", True), ("failed", False))}
         return text + f"\n\n{counts['passed']} passed, {counts['failed']} failed"
 

@@ -11,9 +11,12 @@ import tempfile
 import numpy as np
 
 from . import catalogue, reversible
-from .report import json_safe, table
+from .report import json_safe, table, wrap
 
 DECAY_POINTS = (-10.0, -1e3, -1e6)
+#: the decay table's family column, short enough for the table to fit 100 columns
+FAMILY_LABELS = {"explicit": "ERK", "diagonally_implicit": "DIRK", "fully_implicit": "FIRK",
+                 "rosenbrock": "Rosenbrock", "multistep": "BDF"}
 
 
 def _decay_rows(method_ids):
@@ -34,22 +37,30 @@ def _decay_rows(method_ids):
     return rows
 
 
+def _round_off_to_zero(value: float, floor: float = 1e-8) -> float:
+    """R(-inf) as shown: the 1e-16 to 1e-10 left where it is exactly 0 (stiffly accurate
+    methods, evaluated at a large finite z) is round-off, not a value (JSON keeps it)."""
+    return 0.0 if abs(value) < floor else value
+
+
 def cmd_decay(args) -> int:
     ids = args.method or list(catalogue.METHODS)
     rows = _decay_rows(ids)
     if args.json:
         print(json.dumps(json_safe(rows), indent=2))
     else:
-        headers = ["method", "family", "order", "A-stable", "L-stable", "R(-inf)", "decay exp",
-                   *(f"|R'({z:g})|" for z in DECAY_POINTS)]
+        headers = ["method", "family", "order", "A", "L", "R(-inf)", "e",
+                   *(f"|R'({z:.0e})|".replace("e+0", "e").replace("e+", "e") for z in DECAY_POINTS)]
         print(table(headers, [
-            [r["id"], r["family"], r["order"], r["a_stable"], r["l_stable"], r["r_at_infinity"],
+            [r["id"], FAMILY_LABELS.get(r["family"], r["family"]), r["order"], r["a_stable"], r["l_stable"],
+             _round_off_to_zero(r["r_at_infinity"]),
              r["decay_exponent"], *r["dR"].values()] for r in rows]))
         bdf = [r for r in rows if "a_alpha_degrees" in r]
         if bdf:
-            print("\nBDF: R is the principal root xi(z); A(alpha) angles: "
-                  + ", ".join(f"{r['id']} {r['a_alpha_degrees']:.2f} deg" for r in bdf))
-        print("\ndecay exp: |R'(z)| ~ |z|^exp as z -> -inf (Fronk & Petzold 2025); positive means growth.")
+            print("\n" + wrap("BDF: R is the principal root xi(z); A(alpha) angles: "
+                              + ", ".join(f"{r['id']} {r['a_alpha_degrees']:.2f} deg" for r in bdf)))
+        print("\n" + wrap("A, L: A- and L-stable. e: the decay exponent, |R'(z)| ~ |z|^e as z -> -inf (Fronk & "
+                           "Petzold 2025); positive means growth."))
     if args.plot:
         from .plotting import decay_curve, plot_decay
 
@@ -86,11 +97,12 @@ def cmd_reversible(args) -> int:
         for lam in couplings:
             b = bands[lam]
             fmt_iv = lambda ivs: ", ".join(f"[{a:.4g}, {c:.4g}]" for a, c in ivs) or "none"  # noqa: E731
-            print(f"  coupling {lam:g}: forward {fmt_iv(b.forward)}; reconstruction {fmt_iv(b.reconstruction)}")
-            print(f"    peak forward {b.peak_forward:.4g} at z = {b.peak_forward_z:.4g}; "
-                  f"peak reconstruction {b.peak_reconstruction:.4g} at z = {b.peak_reconstruction_z:.4g}"
-                  + (f"; backward base step singular at z = {', '.join(f'{s:g}' for s in b.singular)}"
-                     if b.singular else ""))
+            print(wrap(f"  coupling {lam:g}: forward {fmt_iv(b.forward)}; reconstruction {fmt_iv(b.reconstruction)}",
+                       indent="    "))
+            print(wrap(f"    peak forward {b.peak_forward:.4g} at z = {b.peak_forward_z:.4g}; "
+                       f"peak reconstruction {b.peak_reconstruction:.4g} at z = {b.peak_reconstruction_z:.4g}"
+                       + (f"; backward base step singular at z = {', '.join(f'{s:g}' for s in b.singular)}"
+                          if b.singular else ""), indent="    "))
     if args.plot:
         from .plotting import plot_reversible
 
@@ -163,12 +175,12 @@ def cmd_diagnose(args) -> int:
     report, grad = collect(problem, args.method, args.rtol, times)
     print(report.table())
     predicted = np.array([p.predicted_gradient for p in report.parameters])
-    print(f"\nGradient of sum(y(t)^2) at 50 log-spaced times: predicted from R(z), R'(z) and the Jacobians "
-          f"against measured through {args.backend}:")
+    print("\n" + wrap(f"Gradient of sum(y(t)^2) at 50 log-spaced times: predicted from R(z), R'(z) and the "
+                      f"Jacobians against measured through {args.backend}:", indent=""))
     print(table(["parameter", "predicted d/dp", "measured d/dp", "predicted d/dlog p", "measured d/dlog p"],
                 [[n, float(q), float(g), float(q * k), float(g * k)]
                  for n, q, g, k in zip(problem.param_names, predicted, grad, problem.params)]))
-    print(calibration_summary(predicted, grad, problem.params))
+    print(wrap(calibration_summary(predicted, grad, problem.params)))
     if args.plot:
         measured = {n: float(np.log10(abs(g))) if g else float("nan") for n, g in zip(problem.param_names, grad)}
         print(f"wrote {report.plot(args.plot, measured)}", file=sys.stderr)

@@ -1,10 +1,16 @@
-"""Plain-text tables and JSON-safe values shared by the CLI and reports."""
+"""Plain-text tables (rich), JSON-safe values and "did you mean" hints shared by the CLI and reports."""
 
 from __future__ import annotations
 
 import difflib
+import io
 import math
+import textwrap
 from typing import Any, Sequence
+
+
+#: terminal width the tables are made to fit (wider content wraps inside its column)
+WIDTH = 100
 
 
 def did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
@@ -35,12 +41,37 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned text columns with a rule under the header."""
-    cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda items: "  ".join(s.ljust(w) for s, w in zip(items, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+def wrap(text: str, width: int = WIDTH, indent: str = "  ") -> str:
+    """A paragraph wrapped to ``width`` columns, continuation lines indented."""
+    return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def _rule_under_header():
+    """rich's SIMPLE_HEAD box drawn in ASCII (logs and non-UTF-8 terminals)."""
+    from rich.box import Box
+
+    return Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int = WIDTH) -> str:
+    """Rows under a header as plain text at most ``width`` columns wide.
+
+    Rendered by ``rich`` (imported here, so ``import stiffcore`` stays light): columns are
+    sized to their cells, and where they cannot all fit, long cells wrap inside their column
+    rather than the line running past ``width``.  Cells are shown as text, never as markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(box=_rule_under_header(), show_edge=False, pad_edge=False, header_style="", collapse_padding=True)
+    for k, header in enumerate(headers):  # the first column names the row: never broken
+        grid.add_column(Text(header), overflow="fold", no_wrap=k == 0)
+    for row in rows:
+        grid.add_row(*(Text(fmt(c)) for c in row))
+    console = Console(width=width, file=io.StringIO(), color_system=None, force_terminal=False, highlight=False)
+    with console.capture() as captured:
+        console.print(grid)
+    return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines())
 
 
 def json_safe(value: Any) -> Any:

@@ -29,7 +29,8 @@ def test_decay_table_and_plot(tmp_path, capsys):
     png = tmp_path / "decay.png"
     assert main(["decay", "--method", "radau_iia5", "backward_euler", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "radau_iia5" in out and "A-stable" in out and "trapezoid" not in out
+    assert "radau_iia5" in out and "A- and L-stable" in out and "trapezoid" not in out
+    assert max(map(len, out.splitlines())) <= 100
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -57,6 +58,28 @@ def test_reversible_json(capsys):
 def test_bad_input_exits_2_with_a_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["decay", "--no-plot"], ["reversible", "--no-plot"], ["backends"],
+                                  ["diagnose", "rober", "--no-plot"]])
+def test_tables_fit_100_columns(argv, capsys):
+    """decay printed 131 columns, diagnose 169: rich tables wrap long cells inside their
+    column, and the prose under them is wrapped too."""
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 3 and max(map(len, lines)) <= 100
+
+
+def test_a_failing_conformance_report_fits_100_columns():
+    from stiffcore.conformance.checks import CheckResult
+    from stiffcore.conformance.suite import Report
+
+    detail = "toy/radau_iia5: at z = -1e+06 measured 0.10000000000000001, predicted 2.9999999999999997e-12 " * 2
+    report = Report([CheckResult("toy", "radau_iia5", "one_step", False, 3e10, -1.0, -2.0, detail),
+                     CheckResult("toy", "radau_iia5", "n_step", True, 1e-15)])
+    lines = report.table().splitlines()
+    assert max(map(len, lines)) <= 100 and any(line.startswith("  - [one_step] toy/radau_iia5") for line in lines)
+    assert [line.split()[-2:] for line in lines if "n_step" in line] == [["-", "-"]]  # no 'nan nan'
 
 
 def test_console_script_runs():

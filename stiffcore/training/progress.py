@@ -1,4 +1,4 @@
-"""A one-line progress bar for training loops (no dependency; redraws at most 5 times a second)."""
+"""Training progress through ``rich`` (imported here: ``import stiffcore`` stays light)."""
 
 from __future__ import annotations
 
@@ -6,37 +6,53 @@ import sys
 import time
 
 
-class ProgressBar:
-    """``update(epoch, **figures)`` redraws ``[####....] epoch/total figures  ms/epoch``.
+def _figures(figures: dict) -> str:
+    return "  ".join(f"{k} {v:.3e}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
 
-    On a terminal the line is redrawn in place; otherwise (a log file, CI) one line is
-    written every ``log_every`` seconds, so logs stay short.
+
+class ProgressBar:
+    """``update(epoch, **figures)`` shows epoch/total, the figures (loss, worst species),
+    ms per epoch, elapsed time and an ETA.
+
+    On a terminal it is a live rich progress bar; otherwise (a log file, CI) one line is
+    written every ``log_every`` seconds, so logs stay short.  Until the first epoch ends the
+    bar says so: that epoch includes JAX's compilation (seconds of otherwise silent work).
     """
 
-    def __init__(self, total: int, stream=None, width: int = 24, log_every: float = 10.0) -> None:
-        self.total, self.width, self.log_every = total, width, log_every
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.start = self.last_draw = time.perf_counter()
+    FIRST = "first epoch (includes compiling the solve)"
+
+    def __init__(self, total: int, stream=None, log_every: float = 10.0) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.total, self.log_every = total, log_every
+        self.console = Console(file=stream if stream is not None else sys.stderr, highlight=False)
+        self.start = self.last_line = time.perf_counter()
         self.first = None  # (epoch, time) of the first update: the rate leaves out start-up and compilation
+        self.bar = None
+        if self.console.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[figures]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                TimeRemainingColumn(), console=self.console)
+            self.task = self.bar.add_task(f"training: {self.FIRST}", total=total, figures="")
+            self.bar.start()
+        else:
+            self.console.print(f"training {total} epochs: {self.FIRST} ...", soft_wrap=True)
 
     def update(self, epoch: int, force: bool = False, **figures) -> None:
         now = time.perf_counter()
-        if self.first is None:
+        first = self.first is None
+        if first:
             self.first = (epoch, now)
-        if not force and now - self.last_draw < (0.2 if self.tty else self.log_every):
-            return
-        self.last_draw = now
-        done = epoch + 1
-        filled = int(self.width * done / max(self.total, 1))
         per_epoch = (now - self.first[1]) / max(epoch - self.first[0], 1)
-        shown = "  ".join(f"{k} {v:.3e}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
-        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}  {shown}  "
-                f"{1e3 * per_epoch:.1f} ms/epoch  {now - self.start:.0f} s")
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        self.stream.flush()
+        shown = f"{_figures(figures)}  {1e3 * per_epoch:.1f} ms/epoch" if not first else _figures(figures)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=epoch + 1, description="training", figures=shown)
+        elif first or force or now - self.last_line >= self.log_every:
+            self.last_line = now
+            self.console.print(f"epoch {epoch + 1}/{self.total}  {shown}  {now - self.start:.0f} s", soft_wrap=True)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.stop()
