@@ -54,14 +54,15 @@ class CheckResult:
         return out
 
 
-def _rel(measured, predicted):
+def relative_error(measured, predicted):
+    """|measured - predicted| / |predicted| elementwise (|measured| where the prediction is 0)."""
     measured, predicted = np.asarray(measured), np.asarray(predicted)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(predicted != 0, np.abs(measured - predicted) / np.abs(predicted), np.abs(measured))
 
 
 def _worst(name, method, z, measured, predicted, tol):
-    err = _rel(measured, predicted)
+    err = relative_error(measured, predicted)
     bad = ~(err <= tol)  # NaN counts as bad
     i = int(np.argmax(np.where(bad, np.inf, err))) if bad.any() else int(np.nanargmax(err))
     value = lambda a: np.asarray(a)[i].item()  # noqa: E731  (a Python float or complex)
@@ -87,7 +88,7 @@ def check_one_step(backend: Backend, method: str, full: bool = True) -> list[Che
     if passed and not slope_ok:
         detail = f"{backend.name}/{method}: fitted slope {slope:.4f} over |z| >= 1e3, predicted {expected:g}"
     results = [CheckResult(backend.name, method, "one_step", passed and slope_ok, worst, slope, expected, detail,
-                           dict(z=z, measured=measured, predicted=predicted))]
+                           dict(z=z, measured=measured, predicted=predicted, allowed=float64_floor(z)))]
     if backend.supports_complex:
         for angle in RAYS_DEGREES:
             zr = -np.abs(z) * np.exp(1j * np.radians(angle))  # angle measured from the negative real axis
@@ -150,7 +151,7 @@ def check_reversible(backend: Backend, base: str, full: bool = True) -> list[Che
         short = backend.reversible_run(base, zs, h, 1.0, 20, coupling)
         for name, got, want in (("y_20", short["y_n"], y_n), ("dy_20/dlambda", short["dy_dlambda"], dy)):
             for z, g, w in zip(zs, np.asarray(got, dtype=float), np.broadcast_to(want, zs.shape)):
-                rel = float(_rel(g, w))
+                rel = float(relative_error(g, w))
                 worst = max(worst, rel)
                 if not rel <= ONE_STEP_TOL:
                     problems.append(f"{name} at z = {z:g}: measured {g:.17g}, predicted {float(w):.17g}")
@@ -208,7 +209,7 @@ def compare_rober(grads: dict, method: str = "radau_iia5") -> list[CheckResult]:
         reference_name, *others = by_backend
         ref = by_backend[reference_name]
         for name in others:
-            err = float(np.max(_rel(by_backend[name], ref)))
+            err = float(np.max(relative_error(by_backend[name], ref)))
             ok = bool(err <= tol)
             detail = "" if ok else (f"{name}/{method} ({mode}): ROBER gradient {by_backend[name]} vs "
                                     f"{reference_name} {ref}: relative difference {err:.3g} > {tol:g}")

@@ -20,12 +20,11 @@ import numpy as np
 
 from stiffcore.catalogue import get_method
 from stiffcore.plugins import Backend, select_backends
-from stiffcore.predictions import one_step_gradient
 from stiffcore.report import json_safe, table, wrap
 
 from .checks import (
-    ROBER_MODES, CheckResult, check_n_step, check_one_step, check_reversible, check_rober, compare_rober, rober_able,
-    rober_gradient, rober_skipped,
+    ROBER_MODES, CheckResult, check_n_step, check_one_step, check_reversible, check_rober, compare_rober,
+    float64_floor, relative_error, rober_able, rober_gradient, rober_skipped,
 )
 
 
@@ -62,28 +61,44 @@ class Report:
         return json.dumps(json_safe([r.as_dict() for r in self.results]), indent=2)
 
     def plot(self, path: str) -> str:
-        """Every backend's measured |d y_1/d lambda| (markers) over the predicted |R'(z)| (lines)."""
-        from stiffcore.plotting import pyplot
+        """What the one-step check judges, one panel per backend: each method's relative error
+        of the measured d y_1/d lambda against h R'(z), over the allowed error (dashed);
+        points past it are ringed in red."""
+        from stiffcore.plotting import method_styles, pyplot
 
         plt = pyplot()
         curves = [r for r in self.results if r.check == "one_step" and r.curve]
-        methods = sorted({r.method for r in curves})
-        fig, ax = plt.subplots(figsize=(10, 7))
-        abs_z = np.geomspace(1e-2, 1e8, 300)
-        markers = "oxs^v+"
         backends = sorted({r.backend for r in curves})
-        for i, method in enumerate(methods):
-            colour = f"C{i % 10}"
-            ax.loglog(abs_z, np.abs(one_step_gradient(method, -abs_z)), color=colour, linewidth=1, label=method)
-            for r in (c for c in curves if c.method == method):
-                ax.loglog(np.abs(r.curve["z"]), np.abs(r.curve["measured"]), markers[backends.index(r.backend) % 6],
-                          color=colour, markersize=4, fillstyle="none")
-        ax.set_xlabel("|z| (z = h lambda on the negative real axis, h = 1)")
-        ax.set_ylabel("|d y_1 / d lambda|")
-        ax.set_title("Measured (markers: " + ", ".join(f"{m} {b}" for m, b in zip(markers, backends))
-                     + ") against predicted h R'(z) (lines)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        style = method_styles(sorted({r.method for r in curves}))
+        cols = min(len(backends), 2) or 1
+        rows = -(-len(backends) // cols) or 1
+        fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.8 * rows), squeeze=False, sharey=True)
+        floor = 1e-18  # an error of exactly 0 is drawn here, on the axis
+        for ax, backend in zip(axes.flat, backends):
+            mine = [r for r in curves if r.backend == backend]
+            ringed = False
+            for r in mine:
+                z = np.abs(r.curve["z"])
+                err = np.maximum(relative_error(r.curve["measured"], r.curve["predicted"]), floor)
+                ax.loglog(z, err, label=r.method, markersize=3.5, linewidth=0.9, **style[r.method])
+                bad = ~(err <= r.curve["allowed"])  # NaN counts as failing, as in the check
+                if bad.any():
+                    ax.loglog(z[bad], np.nan_to_num(err[bad], nan=1.0), "o", markersize=10, fillstyle="none",
+                              color="red", markeredgewidth=1.6, label=None if ringed else "failing point")
+                    ringed = True
+            grid = np.geomspace(1e-2, 1e8, 200)
+            ax.loglog(grid, float64_floor(-grid), "k--", linewidth=1.4, label="allowed: max(1e-8, 10 eps |z|)")
+            passed = sum(bool(r.passed) for r in mine)
+            ax.set_title(f"{backend}: {passed} of {len(mine)} methods pass",
+                         color="k" if passed == len(mine) else "red")
+            ax.set_xlabel("|z| (z = h lambda on the negative real axis, h = 1)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6.5, ncol=2, loc="upper left")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("relative error of d y_1/d lambda against h R'(z)\n(an error of 0 is drawn at 1e-18)")
+        for ax in list(axes.flat)[len(backends):]:
+            ax.axis("off")
+        fig.suptitle("Conformance check (a): each backend's one-step gradient against the core's prediction")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)

@@ -14,6 +14,9 @@ from . import catalogue, reversible
 from .report import json_safe, table, wrap
 
 DECAY_POINTS = (-10.0, -1e3, -1e6)
+#: the decay figure's panels
+FAMILY_TITLES = {"explicit": "explicit Runge-Kutta", "diagonally_implicit": "diagonally implicit Runge-Kutta",
+                 "fully_implicit": "fully implicit Runge-Kutta", "rosenbrock": "Rosenbrock", "multistep": "BDF"}
 #: the decay table's family column, short enough for the table to fit 100 columns
 FAMILY_LABELS = {"explicit": "ERK", "diagonally_implicit": "DIRK", "fully_implicit": "FIRK",
                  "rosenbrock": "Rosenbrock", "multistep": "BDF"}
@@ -65,9 +68,13 @@ def cmd_decay(args) -> int:
         from .plotting import decay_curve, plot_decay
 
         abs_z = np.geomspace(1e-2, 1e10, 400)
-        curves = {r["id"]: (abs_z, decay_curve(catalogue.get_method(r["id"]).stability, abs_z), r["decay_exponent"])
-                  for r in rows if catalogue.get_method(r["id"]).is_implicit}
-        path = plot_decay(curves, args.plot, "Gradient decay |R'(z)| of implicit methods")
+        groups: dict = {}
+        for r in rows:
+            if catalogue.get_method(r["id"]).is_implicit:
+                curve = (abs_z, decay_curve(catalogue.get_method(r["id"]).stability, abs_z), r["decay_exponent"])
+                groups.setdefault(FAMILY_TITLES[r["family"]], {})[r["id"]] = curve
+        path = plot_decay(groups, args.plot, "Gradient decay |R'(z)| of the implicit methods, by family "
+                                             "(the exponent e of |R'(z)| ~ |z|^e in brackets)")
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -183,7 +190,9 @@ def cmd_diagnose(args) -> int:
     print(wrap(calibration_summary(predicted, grad, problem.params)))
     if args.plot:
         measured = {n: float(np.log10(abs(g))) if g else float("nan") for n, g in zip(problem.param_names, grad)}
-        print(f"wrote {report.plot(args.plot, measured)}", file=sys.stderr)
+        title = (f"{problem.name}: {report.method} on {args.backend}, rtol {args.rtol:g}; "
+                 "loss L = sum(y(t)^2) at 50 log-spaced times")
+        print(f"wrote {report.plot(args.plot, measured, title)}", file=sys.stderr)
     return 0
 
 

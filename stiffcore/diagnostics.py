@@ -23,6 +23,9 @@ from .reversible import check_coupling, optimal_coupling, predict_reversible
 
 #: |z| from which a step counts as in the stiff tail of R'(z) (the asymptotic decay regime).
 STIFF_TAIL = 10.0
+#: an eigenvalue below this fraction of the step's fastest is round-off of a structural zero
+#: (a conservation law, as ROBER's mass): left out of the spread and of the figure
+STRUCTURAL_ZERO = 1e-12
 #: Predicted attenuation below which a parameter is reported as starved of gradient.
 STARVED = 1e-3
 #: Parameters whose log-p gains the advice lists by name (beyond, it points at the table).
@@ -108,20 +111,37 @@ class Diagnosis:
                                                               subsequent_indent="    ") for a in self.advice)
         return out
 
-    def plot(self, path: str, measured: dict | None = None) -> str:
-        """Eigenvalue spread over time, and per parameter the predicted log10 |dL/dp| (or, without
-        output cotangents, the predicted attenuation) beside ``measured`` (name -> same quantity)."""
+    def plot(self, path: str, measured: dict | None = None, title: str | None = None) -> str:
+        """Eigenvalues along the solve, and per parameter the predicted log10 |dL/dp| (or, without
+        output cotangents, the predicted attenuation) beside ``measured`` (name -> same quantity).
+
+        The time axis depends only on the span (symlog, linear below 1e-10 of it), so figures
+        of the same problem from different backends line up; structural zero eigenvalues
+        (below ``STRUCTURAL_ZERO`` of the fastest) are left out and counted in the legend."""
         from .plotting import pyplot
 
         plt = pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        t_mid = self.t + self.h / 2
-        re = np.abs(np.real(self.eigenvalues))
-        axes[0].semilogy(t_mid, np.where(re > 0, re, np.nan), ".", markersize=2)
-        axes[0].set_xscale("symlog", linthresh=max(abs(self.h).min(), 1e-12))
-        axes[0].set_xlabel("t")
-        axes[0].set_ylabel("|Re mu| of df/dy")
-        axes[0].set_title("eigenvalues along the trajectory")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+        since = self.t - self.t[0] + self.h / 2
+        span = float(abs(self.t[-1] + self.h[-1] - self.t[0])) or 1.0
+        re = np.abs(np.minimum(np.real(self.eigenvalues), 0))
+        shown = re > STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
+        hidden = int(np.median((~shown).sum(axis=1))) if re.size else 0
+        times = np.broadcast_to(np.abs(since)[:, None], re.shape)
+        axes[0].semilogy(times[shown], re[shown], ".", markersize=2.5, color="C0",
+                         label="|Re mu| of the decaying modes of df/dy")
+        axes[0].semilogy(np.abs(since), STIFF_TAIL / np.abs(self.h), "-", color="C3", linewidth=1,
+                         label=f"|mu| = {STIFF_TAIL:g} / h: stiff (|h mu| >= {STIFF_TAIL:g}) above")
+        if hidden:
+            axes[0].plot([], [], " ", label=f"{hidden} structural zero eigenvalue(s) per step not shown "
+                                            "(conservation laws)")
+        axes[0].set_xscale("symlog", linthresh=1e-10 * span)
+        axes[0].set_xlim(0, span)
+        axes[0].set_xlabel("t - t0 (linear below 1e-10 of the span, logarithmic above)")
+        axes[0].set_ylabel("|Re mu|")
+        axes[0].set_title("eigenvalues of df/dy along the trajectory", fontsize=10)
+        axes[0].grid(True, alpha=0.3)
+        axes[0].legend(fontsize=7.5, loc="lower right")
         if self.parameters:
             names = [p.name for p in self.parameters]
             x = np.arange(len(names))
@@ -138,7 +158,10 @@ class Diagnosis:
             if measured:
                 axes[1].bar(x + 0.4, [measured.get(n, np.nan) for n in names], width=0.4, label="measured")
             axes[1].set_xticks(x + (0.2 if measured else 0), names, rotation=90, fontsize=7)
+            axes[1].set_title("per parameter", fontsize=10)
+            axes[1].grid(True, axis="y", alpha=0.3)
             axes[1].legend(fontsize=8)
+        fig.suptitle(title or f"{self.method}: stiffness and gradient attenuation")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -199,7 +222,7 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
     z = h[:, None] * eig
     re = np.abs(np.minimum(np.real(eig), 0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        tiny = 1e-12 * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
+        tiny = STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
         decaying = np.where(re > tiny, re, np.nan)
         spread = np.nanmax(decaying, axis=1) / np.nanmin(decaying, axis=1)
     span = abs(t[-1] + h[-1] - t[0])

@@ -17,18 +17,36 @@ def pyplot():
     return plt
 
 
-def plot_decay(curves: dict, path: str, title: str) -> str:
-    """Log-log |R'(z)| against |z|; ``curves`` maps a label to (abs_z, abs_dR, predicted exponent)."""
+def method_styles(labels) -> dict:
+    """A distinct look per label (colour, line style, marker), so 20-odd curves stay apart:
+    ten colours, the line style changing with each ten, a marker per colour."""
+    markers = "osD^v<>phX"
+    return {label: dict(color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4], marker=markers[i % 10])
+            for i, label in enumerate(labels)}
+
+
+def plot_decay(groups: dict, path: str, title: str) -> str:
+    """Log-log |R'(z)| against |z|, one panel per group (family); ``groups`` maps a panel
+    title to ``{label: (abs_z, abs_dR, predicted exponent)}``."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(9, 6))
-    styles = ["-", "--", ":", "-."]
-    for i, (label, (x, y, exponent)) in enumerate(curves.items()):
-        ax.loglog(x, y, styles[i // 10 % 4], label=f"{label} (|z|^{exponent:g})", linewidth=1.4)
-    ax.set_xlabel("|z| = |h lambda| (z on the negative real axis)")
-    ax.set_ylabel("|R'(z)|")
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    cols = min(len(groups), 2) or 1
+    rows = -(-len(groups) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.6 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax, (group, curves) in zip(axes.flat, groups.items()):
+        style = method_styles(curves)
+        for label, (x, y, exponent) in curves.items():
+            ax.loglog(x, y, label=f"{label} (|z|^{exponent:g})", linewidth=1.4, markevery=40, markersize=4,
+                      **style[label])
+        ax.set_title(group)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("|z| = |h lambda| (z on the negative real axis)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("|R'(z)|")
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -42,24 +60,31 @@ def plot_reversible(abs_z, rates: dict, bands: dict, path: str, title: str) -> s
     UnstableBand, whose forward intervals are shaded.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharex=True)
     for k, (lam, (fwd, rec)) in enumerate(rates.items()):
-        colour = f"C{k}"
+        colour, line = f"C{k}", ("-", "--", "-.", ":")[k % 4]
         for ax, values in zip(axes, (fwd, rec)):
-            ax.loglog(abs_z, values, color=colour, label=f"coupling {lam:g}")
-        for left, right in bands[lam].forward:
-            axes[0].axvspan(-right, -left, color=colour, alpha=0.12)
-        for z in bands[lam].singular:
-            axes[0].axvline(-z, color=colour, linestyle=":", linewidth=0.8)
+            ax.loglog(abs_z, values, color=colour, linestyle=line, label=f"coupling {lam:g}")
+        for i, (left, right) in enumerate(bands[lam].forward):
+            axes[0].axvspan(-right, -left, color=colour, alpha=0.12,
+                            label=f"unstable band, coupling {lam:g}" if i == 0 else None)
+    poles = sorted({float(z) for band in bands.values() for z in band.singular})  # the base's: one per z
+    for i, z in enumerate(poles):
+        axes[0].axvline(-z, color="k", linestyle=":", linewidth=0.9,
+                        label="pole of the backward base step" if i == 0 else None)
     for ax, name in zip(axes, ("forward growth rho(M)", "reconstruction growth rho(M^-1)")):
         ax.axhline(1.0, color="k", linewidth=0.8)
         ax.set_xlabel("|z| (z = h mu on the negative real axis)")
         ax.set_ylabel(f"{name} per step")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_title("shaded: unstable band; dotted: pole of backward base step", fontsize=10)
+        ax.legend(fontsize=7)
+    axes[0].set_title("forward steps (shaded: where rho(M) > the threshold)", fontsize=10)
+    axes[1].set_title("backward reconstruction", fontsize=10)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, "M: the 2x2 matrix of one reversible step on y' = mu y, acting on the pair (y, z) "
+             "(McCallum & Foster); rho: its spectral radius, the growth per step (above 1: unstable)",
+             ha="center", fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -164,3 +164,30 @@ def test_worker_processes_give_the_serial_report():
     # one backend: the cross-backend check is skipped, as serially (it raised KeyError)
     alone = run(backends=["scipy"], methods=["backward_euler", "radau_iia5"], jobs=2)
     assert [r.passed for r in alone.results if r.check == "rober"] == [None]
+
+
+def test_the_plot_shows_each_backends_relative_errors_and_rings_failures(tmp_path):
+    """One panel per backend of what check (a) judges: relative error against h R'(z) under
+    the allowed error; a failing point is ringed in red and the panel's title says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    backends = found(Backend(name="good", methods=("backward_euler", "radau_iia5"), one_step_gradient=example_gradient),
+                     Backend(name="float32", methods=("backward_euler",), one_step_gradient=float32_gradient))
+    report = run(found=backends)
+    figures = []
+    original = plt.close
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+        path = report.plot(str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and path.endswith("c.png")
+    axes = [ax for ax in figures[0].axes if ax.get_title()]
+    titles = {ax.get_title(): ax for ax in axes}
+    assert set(titles) == {"float32: 0 of 1 methods pass", "good: 2 of 2 methods pass"}
+    labels = lambda ax: [line.get_label() for line in ax.get_lines()]  # noqa: E731
+    assert "failing point" in labels(titles["float32: 0 of 1 methods pass"])
+    assert "failing point" not in labels(titles["good: 2 of 2 methods pass"])
+    assert {"backward_euler", "radau_iia5"} <= set(labels(titles["good: 2 of 2 methods pass"]))
+    original(figures[0])

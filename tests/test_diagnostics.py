@@ -69,6 +69,30 @@ def test_plot(tmp_path):
     assert open(path, "rb").read(4) == b"\x89PNG"
 
 
+def test_plot_has_a_title_a_legend_hides_structural_zeros_and_a_time_axis_set_by_the_span(tmp_path, monkeypatch):
+    """The figure had no title or legend, plotted ROBER's conserved mode as round-off at 1e-16,
+    and took its time axis from the step sizes (so backends' figures did not line up)."""
+    from stiffcore.plotting import pyplot
+
+    plt = pyplot()
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))  # keep them to look at
+    for h in (np.full(5, 0.1), np.geomspace(1e-6, 0.25, 5)):  # two solvers' steps over one span
+        h = h * 0.5 / h.sum()
+        t = np.concatenate([[0.0], np.cumsum(h)[:-1]])
+        d = diagnose("radau_iia5", t, h, eigenvalues=np.tile([-2.0, -1e3, -3e-17], (5, 1)))
+        d.plot(str(tmp_path / "d.png"), title="toy: radau_iia5 on numpy")
+    first, second = (fig.axes[0] for fig in figures)
+    assert figures[0]._suptitle.get_text() == "toy: radau_iia5 on numpy"
+    assert first.get_xlim() == second.get_xlim() == (0.0, pytest.approx(0.5))
+    labels = [text.get_text() for text in first.get_legend().get_texts()]
+    assert any("1 structural zero eigenvalue(s) per step not shown" in label for label in labels)
+    plotted = np.concatenate([line.get_ydata() for line in first.get_lines() if line.get_linestyle() == "None"])
+    assert plotted.size == 10 and plotted.min() == pytest.approx(2.0)  # the 3e-17 mode is left out
+    for fig in figures:
+        close(fig)
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(jacobians="nan"), "jacobians has NaN or inf at step 2"),
     (dict(h="short"), "t has 5 steps but h has 4"),
