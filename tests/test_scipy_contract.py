@@ -196,6 +196,20 @@ def test_a_mistyped_method_string_names_the_closest_one(typed, meant):
     assert solve_ivp(lambda t, y: -y, (0, 1), [1.0], method=meant).status == 0  # lookups unchanged
 
 
+@pytest.mark.parametrize("name", ["Rodas5P", "RadauIIA5", "Kvaerno5"])
+@pytest.mark.parametrize("jac", [-1.0, lambda t, y: -1.0])
+def test_a_scalar_jacobian_of_a_one_dimensional_system_is_refused_as_scipys_radau_does(name, jac):
+    """A scalar jac raised AttributeError ('float' object has no attribute 'shape'); it is
+    refused with the expected shape, SciPy's Radau's own message, and (1, 1) works."""
+    with pytest.raises(ValueError, match=r"`jac` is expected to have shape \(1, 1\), but actually has \(\)\.") as ours:
+        solve_ivp(lambda t, y: -y, (0, 1), [1.0], method=name, jac=jac)
+    with pytest.raises(ValueError) as radau:
+        solve_ivp(lambda t, y: -y, (0, 1), [1.0], method="Radau", jac=jac)
+    assert str(ours.value) == str(radau.value)
+    sol = solve_ivp(lambda t, y: -y, (0, 1), [1.0], method=name, jac=np.array([[-1.0]]), rtol=1e-8, atol=1e-12)
+    assert sol.y[0, -1] == pytest.approx(np.exp(-1.0), rel=1e-7)
+
+
 def test_bad_fun_and_jacobian_values_are_named():
     """A fun of the wrong shape failed inside SciPy's internals (IndexError); a NaN Jacobian
     ended with 'Newton matrix is singular (shift inf)'."""

@@ -133,6 +133,54 @@ class _Field(torch.nn.Module):
         return self.linear(y)
 
 
+@pytest.mark.filterwarnings("ignore:rtol below")
+@pytest.mark.parametrize("method", ["rodas5p", "rosenbrock23", "radau_iia5", "kvaerno5"])
+@pytest.mark.parametrize("span", [(0.0, 1.0), (1.0, 0.0)])
+def test_float32_states_backwards_with_a_time_dependent_func(method, span):
+    """float32 with decreasing t and a func of t raised 'LU of type Float and B of type
+    Double' (Rosenbrock) or 'step size underflow' (radau_iia5 at torchdiffeq's default
+    rtol 1e-7): the state stays float32 and rtol is raised to what float32 reaches."""
+    t = torch.tensor(span)
+    func = lambda s, y: -y + torch.sin(s) * y**2  # noqa: E731
+    y = torchdiffeq.odeint(func, torch.ones(2), t, method=method)
+    reference = torchdiffeq.odeint(func, torch.ones(2, dtype=F64), t.double(), method="dopri5", rtol=1e-12, atol=1e-12)
+    assert y.dtype == torch.float32
+    np.testing.assert_allclose(y[-1].double().numpy(), reference[-1].numpy(), rtol=1e-4)
+
+
+def test_float32_default_rtol_is_raised_with_a_warning_and_odeint_adjoint_runs():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, s, y):
+            return self.net(y) * torch.cos(s)
+
+    t = torch.linspace(1.0, 0.0, 4)
+    with pytest.warns(UserWarning, match=r"rtol below 4.77e-07 \(torch.float32\) is raised to it"):
+        y = torchdiffeq.odeint_adjoint(Field(), torch.ones(2), t, method="kvaerno5")
+    y.sum().backward()
+    direct = torch.nn.utils.parameters_to_vector(torch.autograd.grad(
+        torchdiffeq.odeint(Field(), torch.ones(2), t, method="dopri5", rtol=1e-6, atol=1e-8).sum(), net.parameters()))
+    adjoint = torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()])
+    assert adjoint.dtype == torch.float32 and torch.allclose(adjoint, direct, rtol=1e-3, atol=1e-4)
+
+
+def test_a_singular_newton_matrix_is_named():
+    """h lambda = 1 makes backward Euler's 1 - h lambda zero: torch's lu_factor raised a bare
+    "U[1,1] is zero"; a fixed step now fails naming the matrix, t and h, and an adaptive
+    solve shrinks the step past it."""
+    y0, t = torch.ones(1, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64)
+    with pytest.raises(FloatingPointError, match=r"the Newton matrix I - h a J is singular at t = 0 with h = 0.1"):
+        torchdiffeq.odeint(lambda s, y: 10.0 * y, y0, t, method="backward_euler", options={"step_size": 0.1})
+    y = torchdiffeq.odeint(lambda s, y: 10.0 * y, y0, t, method="radau_iia5", rtol=1e-8, atol=1e-10)
+    assert float(y[-1, 0]) == pytest.approx(np.exp(5.0), rel=1e-6)
+
+
 def test_func_of_another_dtype_is_named():
     """func returning float32 for a float64 state failed inside lu_solve."""
     with pytest.raises(TypeError, match="func\\(t, y\\) returned torch.float32 for a torch.float64 state"):

@@ -16,6 +16,7 @@ autograd is exact for them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,16 @@ class StepFailure(Exception):
     def __init__(self, message: str, shrink: float = 0.5):
         super().__init__(message)
         self.shrink = shrink
+
+
+def lu_factors(M: torch.Tensor, t, h) -> tuple:
+    """LU factors of the Newton matrices ``M`` (batched), or a StepFailure naming the
+    singular matrix (torch raised a bare "U[1,1] is zero"): a smaller step usually makes
+    I - h a J regular again, and a fixed step reports the failure with this message."""
+    lu, pivots, info = torch.linalg.lu_factor_ex(M)
+    if bool((info > 0).any()):  # one read per factorisation
+        raise StepFailure(f"the Newton matrix I - h a J is singular at t = {_fmt(t)} with h = {_fmt(h)}")
+    return lu, pivots
 
 
 class Point:
@@ -202,7 +213,7 @@ class ImplicitRungeKutta:
                 m = a_block.shape[0]
                 A = self._tensor(a_block, p.y)
                 M = newton_matrix(A, h.detach(), J0[:, None].expand(-1, m, -1, -1))
-                lus[key] = torch.linalg.lu_factor(M)
+                lus[key] = lu_factors(M, p.t, h)
             return lus[key]
 
         K: list = [None] * sch.stages
@@ -237,7 +248,7 @@ class ImplicitRungeKutta:
         times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in block.stages]
         A = self._tensor(block.a_block, p.y)
         return self._iterate(p, h, block, psi, torch.zeros_like(guess),
-                             lambda Y: torch.linalg.lu_factor(self._exact_matrix(A, h, times, Y.unbind(1))),
+                             lambda Y: lu_factors(self._exact_matrix(A, h, times, Y.unbind(1)), p.t, h),
                              MAX_FULL_NEWTON_ITER, patient=True)
 
     def _iterate(self, p, h, block, psi, guess, matrix_lu, max_iter, patient=False):
@@ -250,14 +261,16 @@ class ImplicitRungeKutta:
             Y = psi + hb * A.sum(1)[None, :, None] * guess.detach()[:, None]
             floor = self.scale(p.y.detach())[:, None]   # atol + rtol |y0|: the norm's weights
             weights = 1.0 / floor
+            times = [t + float(sch.c[i]) * h.detach() for i in block.stages]
             previous = previous_size = None
             for k in range(max_iter):
-                F = torch.stack([f(t + float(sch.c[i]) * h.detach(), Y[:, r]) for r, i in enumerate(block.stages)],
-                                dim=1)
+                F = torch.stack([f(ti, Y[:, r]) for r, ti in enumerate(times)], dim=1)
                 G = Y - psi - hb * torch.matmul(A, F)
                 dY = -torch.linalg.lu_solve(*matrix_lu(Y), G.reshape(G.shape[0], -1, 1)).reshape(G.shape)
-                norm = torch.sqrt(torch.mean((dY * weights) ** 2))
-                if not torch.isfinite(norm):
+                # one read of the device per iteration: every decision below is taken on this
+                # number (comparing tensors read it three or four times, one op each)
+                norm = float(torch.sqrt(torch.mean((dY * weights) ** 2)))
+                if not math.isfinite(norm):
                     raise StepFailure(f"non-finite values in the Newton iteration at t = {_fmt(p.t)}", 0.25)
                 Y = Y + dY
                 if norm <= self.converged_below:
@@ -334,7 +347,7 @@ class Rosenbrock:
         J = p.jacobian(differentiable=True)
         eye = torch.eye(f.n, dtype=p.y.dtype, device=p.y.device)
         M = eye / (_blockwise(h) * float(self.gamma)) - J
-        lu = torch.linalg.lu_factor(M.detach())
+        lu = lu_factors(M.detach(), p.t, h)
         f_t = None
         if not self.autonomous and np.any(self.d) and f.depends_on_time(p.t, p.y):
             f_t = f.time_derivative(p.t, p.y)
