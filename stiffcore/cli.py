@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -179,7 +180,9 @@ def cmd_diagnose(args) -> int:
     t0, t1 = problem.t_span
     times = np.logspace(np.log10(max(t1 * 1e-10, 1e-5)), np.log10(t1), 50)
     collect = importlib.import_module(DIAGNOSE[args.backend]).diagnose_problem
-    report, grad = collect(problem, args.method, args.rtol, times)
+    with _working(f"diagnose {problem.name}: solving with {args.method} on {args.backend} at rtol {args.rtol:g}, "
+                  f"then df/dy, df/dp and the measured gradient ({len(problem.params)} parameters)"):
+        report, grad = collect(problem, args.method, args.rtol, times)
     print(report.table())
     predicted = np.array([p.predicted_gradient for p in report.parameters])
     print("\n" + wrap(f"Gradient of sum(y(t)^2) at 50 log-spaced times: predicted from R(z), R'(z) and the "
@@ -221,6 +224,18 @@ def cmd_train(args) -> int:
     for kind, path in result.files.items():
         print(f"wrote {kind}: {path}", file=sys.stderr)
     return 1 if result.status.startswith("diverged") else 0
+
+
+def _working(message: str):
+    """A rich spinner with the elapsed time while a long step runs (on a terminal), or the
+    message as one line (a log): work of seconds to minutes is never silent."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    if console.is_terminal:
+        return console.status(message)
+    console.print(f"{message} ...", soft_wrap=True)
+    return contextlib.nullcontext()
 
 
 def calibration_summary(predicted, measured, params) -> str:

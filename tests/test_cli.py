@@ -66,8 +66,11 @@ def test_tables_fit_100_columns(argv, capsys):
     """decay printed 131 columns, diagnose 169: rich tables wrap long cells inside their
     column, and the prose under them is wrapped too."""
     assert main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     assert len(lines) > 3 and max(map(len, lines)) <= 100
+    if argv[0] == "diagnose":  # what it is doing, said before the work (stderr; a spinner on a terminal)
+        assert captured.err.startswith("diagnose rober: solving with RadauIIA5 on scipy at rtol 1e-06")
 
 
 def test_a_failing_conformance_report_fits_100_columns():
