@@ -20,6 +20,14 @@ def figure_tools():
     return plt, OUT
 
 
+def stream_row(row) -> None:
+    """One finished row, printed at once (the table comes at the end): cells as the table
+    formats them, two spaces apart, never wrapped, so a long run shows what it has done."""
+    from stiffcore.report import fmt
+
+    print("  ".join(fmt(cell) for cell in row), flush=True)
+
+
 def save(fig, out: Path, name: str) -> None:
     """Lay out, write ``out/name`` and say where."""
     fig.tight_layout()

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import figure_tools, save
+from _common import figure_tools, save, stream_row
 from scipy.integrate import solve_ivp
 from scipy.interpolate import CubicHermiteSpline
 
@@ -125,7 +125,7 @@ def main() -> None:
                     rows.append([pname, adapter, f"{rtol:.0e}", name, t_off.size - 1, t_steps.size - 1, e_steps,
                                  e_hermite, e_own, e_control, e_control / e_steps, rms_steps, rms_control])
                     points.append((f"{pname} {adapter} {rtol:.0e}", name, e_own / e_steps, e_control / e_steps))
-                    print(table(COLUMNS, rows[-1:]).splitlines()[-1], flush=True)
+                    stream_row(rows[-1])
     print()
     print(table(COLUMNS, rows))
     tools = figure_tools()

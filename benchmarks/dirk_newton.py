@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _common import figure_tools, save
+from _common import figure_tools, save, stream_row
 from scipy.integrate import solve_ivp
 
 import stiffcore.adapters.scipy as adapter
@@ -69,7 +69,7 @@ def main() -> None:
                 run = run_ours if name in METHODS else run_scipy
                 status, steps, failed, nfev, cpu = run(problem, name, rtol)
                 rows.append([pname, f"{rtol:.0e}", name, status, steps, failed, nfev, f"{cpu:.2f}"])
-                print(table(headers, rows[-1:]).splitlines()[-1], flush=True)
+                stream_row(rows[-1])
     print()
     print(table(headers, rows))
     tools = figure_tools()

@@ -20,6 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from test_estimators import JAX_METHODS, STEPS, ADAPTIVE  # noqa: E402  (the tests' one-step harness)
 
+from _common import stream_row  # noqa: E402
+
 from stiffcore.report import table  # noqa: E402
 
 LAMBDAS = (-1.0, -1e2, -1e4, -1e6)
@@ -40,8 +42,7 @@ def main() -> None:
                     r.append(abs(e) / abs(y1 - np.sin(1.0 + h)))
                 ratios.append(f"{min(r):.2g}..{max(r):.2g}")
             rows.append([adapter, method, *ratios])
-            print(table(["adapter", "method", *(f"lambda {lam:g}" for lam in LAMBDAS)], rows[-1:]).splitlines()[-1],
-                  flush=True)
+            stream_row(rows[-1])
     print()
     print(table(["adapter", "method", *(f"est/true, lambda {lam:g}" for lam in LAMBDAS)], rows))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 import numpy as np
-from _common import figure_tools
+from _common import figure_tools, stream_row
 from scipy.integrate import solve_ivp
 
 import stiffcore.adapters.scipy  # noqa: F401  (registers the method strings)
@@ -59,7 +59,8 @@ def main() -> None:
     for problem in (ROBER, POLLU):
         for method in THEIRS + OURS:
             for rtol in rtols:
-                results[problem.name, method, rtol] = run(problem, method, rtol, repeats)
+                r = results[problem.name, method, rtol] = run(problem, method, rtol, repeats)
+                stream_row([problem.name, method, rtol, r["err"], r["time"], r["steps"]])
         rows = []
         radau_curve = [results[problem.name, "Radau", r] for r in rtols]
         for method in OURS + THEIRS:
