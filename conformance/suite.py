@@ -139,8 +139,8 @@ def _rober_in_worker(backend_name: str, mode: str) -> np.ndarray:
 
 
 def default_jobs() -> int:
-    """Worker processes for :func:`run`: one per core, at most 4 (the units are few and
-    each worker imports every framework)."""
+    """Worker processes for :func:`run`: one per core, at most 4 (the units are few, and
+    each worker imports the frameworks of the units it runs, seconds each)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
