@@ -71,8 +71,9 @@ def cmd_decay(args) -> int:
         abs_z = np.geomspace(1e-2, 1e10, 400)
         groups: dict = {}
         for r in rows:
-            if catalogue.get_method(r["id"]).is_implicit:
-                curve = (abs_z, decay_curve(catalogue.get_method(r["id"]).stability, abs_z), r["decay_exponent"])
+            m = catalogue.get_method(r["id"])
+            if m.is_implicit:
+                curve = (abs_z, decay_curve(m.stability, abs_z), r["decay_exponent"])
                 groups.setdefault(FAMILY_TITLES[r["family"]], {})[r["id"]] = curve
         path = plot_decay(groups, args.plot, "Gradient decay |R'(z)| of the implicit methods, by family "
                                              "(the exponent e of |R'(z)| ~ |z|^e in brackets)")
@@ -138,14 +139,13 @@ def cmd_backends(args) -> int:
 
 def cmd_conformance(args) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from stiffcore.conformance import default_jobs, run
 
+    from .report import progress_bar
+
     # progress and each finished row on stderr as they come; the table (or JSON) on stdout at the end
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True) as bar:
+    with progress_bar(Console(stderr=True), transient=True) as bar:
         task = bar.add_task("conformance: discovering backends", total=None)
 
         def progress(done, total, label, results):

@@ -124,8 +124,7 @@ class Diagnosis:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
         since = self.t - self.t[0] + self.h / 2
         span = float(abs(self.t[-1] + self.h[-1] - self.t[0])) or 1.0
-        re = np.abs(np.minimum(np.real(self.eigenvalues), 0))
-        shown = re > STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
+        re, shown = decay_rates(self.eigenvalues)
         hidden = int(np.median((~shown).sum(axis=1))) if re.size else 0
         times = np.broadcast_to(np.abs(since)[:, None], re.shape)
         axes[0].semilogy(times[shown], re[shown], ".", markersize=2.5, color="C0",
@@ -166,6 +165,13 @@ class Diagnosis:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+def decay_rates(eigenvalues: np.ndarray) -> tuple:
+    """(|Re mu| of the decaying modes, 0 for the others; which of them are not structural
+    zeros, i.e. above ``STRUCTURAL_ZERO`` of the step's fastest), both shaped (N, n)."""
+    re = np.abs(np.minimum(np.real(eigenvalues), 0))
+    return re, re > STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
 
 
 def _log10_abs(x) -> float:
@@ -220,10 +226,9 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
     else:
         raise ValueError("give jacobians (N, n, n) or eigenvalues (N, n)")
     z = h[:, None] * eig
-    re = np.abs(np.minimum(np.real(eig), 0))
+    re, shown = decay_rates(eig)
     with np.errstate(divide="ignore", invalid="ignore"):
-        tiny = STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
-        decaying = np.where(re > tiny, re, np.nan)
+        decaying = np.where(shown, re, np.nan)
         spread = np.nanmax(decaying, axis=1) / np.nanmin(decaying, axis=1)
     span = abs(t[-1] + h[-1] - t[0])
     stiffness_index = float(np.nanmax(re) * span) if re.size else 0.0

@@ -18,9 +18,11 @@ def did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
 
     Where no candidate is close as written, case is ignored, so a SciPy name finds a torch
     id ('RadauIIA5' -> 'radau_iia5') and back."""
-    by_lower = {str(c).lower(): c for c in candidates}
-    close = difflib.get_close_matches(str(name), list(map(str, candidates)), n=1, cutoff=cutoff) or [
-        by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=cutoff)]
+    names = [str(c) for c in candidates]
+    close = difflib.get_close_matches(str(name), names, n=1, cutoff=cutoff)
+    if not close:
+        by_lower = {n.lower(): n for n in names}
+        close = [by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=cutoff)]
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
@@ -44,6 +46,16 @@ def fmt(value: Any) -> str:
 def wrap(text: str, width: int = WIDTH, indent: str = "  ") -> str:
     """A paragraph wrapped to ``width`` columns, continuation lines indented."""
     return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def progress_bar(console, *columns, transient: bool = False):
+    """The CLI's rich progress bar on ``console``: description, bar, done/total, any extra
+    ``columns``, elapsed time and ETA (conformance and training show the same one)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *columns, TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=transient)
 
 
 def _rule_under_header():

@@ -22,7 +22,7 @@ import diffrax
 
 from stiffcore.catalogue import get_method
 
-from ..backends import DIFFRAX_NATIVE
+from ..backends import DIFFRAX_NATIVE as NATIVE  # diffrax's own solvers, by catalogue id (checked too)
 from .adjoint import ReversibleAdjoint
 from .reversible import Reversible
 from .solvers import (
@@ -34,9 +34,6 @@ from .solvers import (
 #: The catalogue methods offered as diffrax solvers: the implicit one-step methods that
 #: diffrax does not ship (it has Kvaerno3/4/5).
 SOLVER_IDS = tuple(cls.method_id for cls in SOLVERS.values())
-
-#: diffrax's own solvers of catalogue methods, by catalogue id (the conformance suite checks them too)
-NATIVE = DIFFRAX_NATIVE
 
 
 def diffrax_solver(method_id: str) -> type:

@@ -240,20 +240,20 @@ class ImplicitRungeKutta:
         """Y_i = psi_i + h sum_j a_ij f(Y_j), i, j in the block: simplified Newton with the
         step's Jacobian; if that stalls, full Newton (Jacobians at the iterate) from the
         same guess, which rescues large fixed steps."""
+        times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in block.stages]
         try:
-            return self._iterate(p, h, block, psi, guess, lambda Y: lu, MAX_NEWTON_ITER)
+            return self._iterate(p, h, block, psi, guess, times, lambda Y: lu, MAX_NEWTON_ITER)
         except StepFailure as failure:
             if failure.shrink < 0.5:   # non-finite values: a smaller step, not more Newton
                 raise
-        times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in block.stages]
         A = self._tensor(block.a_block, p.y)
-        return self._iterate(p, h, block, psi, torch.zeros_like(guess),
+        return self._iterate(p, h, block, psi, torch.zeros_like(guess), times,
                              lambda Y: lu_factors(self._exact_matrix(A, h, times, Y.unbind(1)), p.t, h),
                              MAX_FULL_NEWTON_ITER, patient=True)
 
-    def _iterate(self, p, h, block, psi, guess, matrix_lu, max_iter, patient=False):
-        sch, f = self.scheme, self.field
-        t = p.t.detach()
+    def _iterate(self, p, h, block, psi, guess, times, matrix_lu, max_iter, patient=False):
+        """Newton on the block's stage states; ``times`` are the stages' t + c_i h."""
+        f = self.field
         with torch.no_grad():
             psi = torch.stack([v.detach() for v in psi], dim=1)                  # (B, m, n)
             A = self._tensor(block.a_block, p.y)
@@ -261,7 +261,6 @@ class ImplicitRungeKutta:
             Y = psi + hb * A.sum(1)[None, :, None] * guess.detach()[:, None]
             floor = self.scale(p.y.detach())[:, None]   # atol + rtol |y0|: the norm's weights
             weights = 1.0 / floor
-            times = [t + float(sch.c[i]) * h.detach() for i in block.stages]
             previous = previous_size = None
             for k in range(max_iter):
                 F = torch.stack([f(ti, Y[:, r]) for r, ti in enumerate(times)], dim=1)

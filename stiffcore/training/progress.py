@@ -23,8 +23,9 @@ class ProgressBar:
 
     def __init__(self, total: int, stream=None, log_every: float = 10.0) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import TextColumn
+
+        from ..report import progress_bar
 
         self.total, self.log_every = total, log_every
         self.console = Console(file=stream if stream is not None else sys.stderr, highlight=False)
@@ -32,9 +33,7 @@ class ProgressBar:
         self.first = None  # (epoch, time) of the first update: the rate leaves out start-up and compilation
         self.bar = None
         if self.console.is_terminal:
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[figures]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                TimeRemainingColumn(), console=self.console)
+            self.bar = progress_bar(self.console, TextColumn("{task.fields[figures]}"))
             self.task = self.bar.add_task(f"training: {self.FIRST}", total=total, figures="")
             self.bar.start()
         else:
