@@ -181,7 +181,8 @@ def cmd_diagnose(args) -> int:
     times = np.logspace(np.log10(max(t1 * 1e-10, 1e-5)), np.log10(t1), 50)
     collect = importlib.import_module(DIAGNOSE[args.backend]).diagnose_problem
     with _working(f"diagnose {problem.name}: solving with {args.method} on {args.backend} at rtol {args.rtol:g}, "
-                  f"then df/dy, df/dp and the measured gradient ({len(problem.params)} parameters)"):
+                  f"then df/dy, df/dp and the measured gradient ({len(problem.params)} parameter"
+                  f"{'' if len(problem.params) == 1 else 's'})"):
         report, grad = collect(problem, args.method, args.rtol, times)
     print(report.table())
     predicted = np.array([p.predicted_gradient for p in report.parameters])

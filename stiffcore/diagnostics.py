@@ -124,8 +124,9 @@ class Diagnosis:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
         since = self.t - self.t[0] + self.h / 2
         span = float(abs(self.t[-1] + self.h[-1] - self.t[0])) or 1.0
-        re, shown = decay_rates(self.eigenvalues)
-        hidden = int(np.median((~shown).sum(axis=1))) if re.size else 0
+        re, shown, zero = decay_rates(self.eigenvalues)
+        hidden = int(np.median(zero.sum(axis=1))) if re.size else 0
+        growing = int((~shown & ~zero).sum())  # Re mu > 0: not decaying, and not a structural zero
         times = np.broadcast_to(np.abs(since)[:, None], re.shape)
         axes[0].semilogy(times[shown], re[shown], ".", markersize=2.5, color="C0",
                          label="|Re mu| of the decaying modes of df/dy")
@@ -134,6 +135,8 @@ class Diagnosis:
         if hidden:
             axes[0].plot([], [], " ", label=f"{hidden} structural zero eigenvalue(s) per step not shown "
                                             "(conservation laws)")
+        if growing:
+            axes[0].plot([], [], " ", label=f"{growing} growing mode(s) (Re mu > 0, over all steps) not shown")
         axes[0].set_xscale("symlog", linthresh=1e-10 * span)
         axes[0].set_xlim(0, span)
         axes[0].set_xlabel("t - t0 (linear below 1e-10 of the span, logarithmic above)")
@@ -168,10 +171,13 @@ class Diagnosis:
 
 
 def decay_rates(eigenvalues: np.ndarray) -> tuple:
-    """(|Re mu| of the decaying modes, 0 for the others; which of them are not structural
-    zeros, i.e. above ``STRUCTURAL_ZERO`` of the step's fastest), both shaped (N, n)."""
+    """``(re, decaying, zero)``, each shaped (N, n): |Re mu| of the decaying modes (0 for the
+    others); which modes decay faster than ``STRUCTURAL_ZERO`` of the step's fastest; which
+    are structural zeros, |mu| within that fraction (round-off of a conservation law, of
+    either sign).  A mode in neither set grows (Re mu > 0)."""
     re = np.abs(np.minimum(np.real(eigenvalues), 0))
-    return re, re > STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
+    tiny = STRUCTURAL_ZERO * np.maximum(re.max(axis=1, keepdims=True), 1e-300)
+    return re, re > tiny, np.abs(eigenvalues) <= tiny
 
 
 def _log10_abs(x) -> float:
@@ -226,7 +232,7 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
     else:
         raise ValueError("give jacobians (N, n, n) or eigenvalues (N, n)")
     z = h[:, None] * eig
-    re, shown = decay_rates(eig)
+    re, shown, _ = decay_rates(eig)
     with np.errstate(divide="ignore", invalid="ignore"):
         decaying = np.where(shown, re, np.nan)
         spread = np.nanmax(decaying, axis=1) / np.nanmin(decaying, axis=1)

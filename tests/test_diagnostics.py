@@ -89,6 +89,13 @@ def test_plot_has_a_title_a_legend_hides_structural_zeros_and_a_time_axis_set_by
     assert any("1 structural zero eigenvalue(s) per step not shown" in label for label in labels)
     plotted = np.concatenate([line.get_ydata() for line in first.get_lines() if line.get_linestyle() == "None"])
     assert plotted.size == 10 and plotted.min() == pytest.approx(2.0)  # the 3e-17 mode is left out
+    assert not any("growing" in label for label in labels)
+    # Van der Pol's slow mode grows on part of its cycle: not a conservation law, and said so
+    growing = diagnose("radau_iia5", t, h, eigenvalues=np.tile([-1e3, 0.5], (5, 1)))
+    growing.plot(str(tmp_path / "g.png"))
+    labels = [text.get_text() for text in figures[-1].axes[0].get_legend().get_texts()]
+    assert "5 growing mode(s) (Re mu > 0, over all steps) not shown" in labels
+    assert not any("structural zero" in label for label in labels)
     for fig in figures:
         close(fig)
 
