@@ -99,7 +99,12 @@ class LazyHook:
     attribute: str
 
     def __call__(self, *args, **kwargs):
-        return getattr(importlib.import_module(self.module), self.attribute)(*args, **kwargs)
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:  # installed (``requires`` found it) but broken: say which and why
+            raise RuntimeError(f"{self.module} could not be imported for its hook {self.attribute!r}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        return getattr(module, self.attribute)(*args, **kwargs)
 
 
 class Announcement:

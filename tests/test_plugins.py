@@ -154,3 +154,7 @@ def test_a_lazy_hook_imports_its_module_on_the_first_call():
     pm.register(Announcement(backend))
     with pytest.raises(AttributeError, match="no_such_hook"):
         discover_backends(pm)["lazy"].one_step_gradient("backward_euler", [-1.0], 1.0, 1.0)
+    # a framework that is installed but fails to import is named, not a bare ImportError
+    with pytest.raises(RuntimeError, match=r"no_such_package_xyz.hooks could not be imported for its hook "
+                                           r"'one_step_gradient': ModuleNotFoundError"):
+        LazyHook("no_such_package_xyz.hooks", "one_step_gradient")("backward_euler", [-1.0], 1.0, 1.0)
