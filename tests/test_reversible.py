@@ -129,7 +129,8 @@ def test_gradient_prediction_matches_finite_differences_of_the_run():
             eps = 1e-6 * abs(mu)
             fd = (run(base, mu + eps, h, n, lam)[1] - run(base, mu - eps, h, n, lam)[1]) / (2 * eps)
             y_n, dy = predict_reversible(base, h * mu, h=h, n_steps=n, coupling=lam)
-            assert y_n == pytest.approx(run(base, mu, h, n, lam)[1], rel=1e-12)
+            # 25 steps of round-off: 3.4e-12 apart for one case on numpy 2.x's LAPACK
+            assert y_n == pytest.approx(run(base, mu, h, n, lam)[1], rel=1e-11)
             assert dy == pytest.approx(fd, rel=1e-6, abs=1e-12)
 
 

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from . import _adjoint
+
 JAC_CHOICES = ("autodiff", "finite_difference")
 
 
@@ -41,6 +43,8 @@ class VectorField:
         if not (isinstance(jac, str) or callable(jac)):
             raise TypeError(f"option jac must be a callable jac(t, y) or one of {JAC_CHOICES}, got {type(jac).__name__}")
         self.jac = jac
+        # torchdiffeq's adjoint system detaches its input: its Jacobian comes from the user's f
+        self.adjoint = _adjoint.recognise(func) if jac == "autodiff" and y0.ndim == 1 else None
         self._probed = False
         self._parameters_need_grad = True   # until _probe looks: func's own tensors may need grad
         self._time_dependent = None
@@ -66,6 +70,8 @@ class VectorField:
 
     def depends_on_time(self, t, y: torch.Tensor) -> bool:
         """Whether autograd sees f depend on t (probed once); autonomous problems skip df/dt."""
+        if self._time_dependent is None and self.adjoint is not None:
+            self._time_dependent = self.adjoint.depends_on_time(t, y)
         if self._time_dependent is None:
             with torch.enable_grad():
                 tt = t.detach().clone().requires_grad_(True)
@@ -77,12 +83,17 @@ class VectorField:
     def time_derivative(self, t, y: torch.Tensor) -> torch.Tensor:
         """df/dt at (t, y) by forward-mode autodiff (non-autonomous Rosenbrock stages)."""
         self.nfev += 1
+        if self.adjoint is not None:
+            return self.adjoint.time_derivative(t, y)
         _, f_t = torch.func.jvp(lambda tt: self.func(tt, y.reshape(self.shape)), (t,), (torch.ones_like(t),))
         return f_t.reshape(self.batch, self.n)
 
-    def jacobian(self, t, y: torch.Tensor) -> torch.Tensor:
-        """df/dy at (t, y) as (B, n, n); differentiable under grad mode with ``jac="autodiff"``."""
+    def jacobian(self, t, y: torch.Tensor):
+        """df/dy at (t, y) as (B, n, n); differentiable under grad mode with ``jac="autodiff"``.
+        For torchdiffeq's adjoint system, a ``SplitJacobian`` (its quadratures split off)."""
         self.njev += 1
+        if self.adjoint is not None:
+            return self.adjoint.jacobian(t, y)
         if callable(self.jac):
             J = self.jac(t, y.reshape(self.shape))
             if not isinstance(J, torch.Tensor) or J.numel() != self.batch * self.n * self.n:

@@ -26,35 +26,10 @@ from stiffcore.catalogue import Method
 from stiffcore.catalogue.schemes import runge_kutta_scheme
 
 from ._field import VectorField
+from ._linalg import SplitJacobian, StepFailure, blockwise, factor_newton, format_time, lu_factors, newton_matrix
 
 MAX_NEWTON_ITER = 7         # simplified Newton (Jacobian of the step's start)
 MAX_FULL_NEWTON_ITER = 40   # the fallback with Jacobians at the iterate
-
-
-def _fmt(x) -> str:
-    """A time or step for a message: one number, or the range over a batch."""
-    x = x.detach()
-    if x.numel() == 1:
-        return f"{float(x):.6g}"
-    return f"{float(x.min()):.6g}..{float(x.max()):.6g}"
-
-
-class StepFailure(Exception):
-    """A step attempt failed (Newton divergence, non-finite values); retry with h * shrink."""
-
-    def __init__(self, message: str, shrink: float = 0.5):
-        super().__init__(message)
-        self.shrink = shrink
-
-
-def lu_factors(M: torch.Tensor, t, h) -> tuple:
-    """LU factors of the Newton matrices ``M`` (batched), or a StepFailure naming the
-    singular matrix (torch raised a bare "U[1,1] is zero"): a smaller step usually makes
-    I - h a J regular again, and a fixed step reports the failure with this message."""
-    lu, pivots, info = torch.linalg.lu_factor_ex(M)
-    if bool((info > 0).any()):  # one read per factorisation
-        raise StepFailure(f"the Newton matrix I - h a J is singular at t = {_fmt(t)} with h = {_fmt(h)}")
-    return lu, pivots
 
 
 class Point:
@@ -103,20 +78,6 @@ def _weighted(rows, vectors):
     if weights is None:
         weights = _WEIGHTS[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
     return (weights @ torch.stack([v for _, v in terms]).flatten(1)).view_as(like)
-
-
-def _blockwise(h):
-    """h shaped to scale (B, rows, cols) blocks: a scalar, or one step per batch element as
-    torchode takes them (h of shape (B, 1) on the (B, n) layout)."""
-    return h.reshape(-1, 1, 1)
-
-
-def newton_matrix(a_block: torch.Tensor, h, jacobians: torch.Tensor) -> torch.Tensor:
-    """I - h (A_BB (x) J): block (i, j) is delta_ij I - h a_ij J_j, with ``jacobians`` (B, m, n, n)."""
-    batch, m, n, _ = jacobians.shape
-    blocks = a_block[None, :, None, :, None] * jacobians.permute(0, 2, 1, 3)[:, None]  # (B, m, n, m, n)
-    eye = torch.eye(m * n, dtype=jacobians.dtype, device=jacobians.device)
-    return eye - _blockwise(h) * blocks.reshape(batch, m * n, m * n)
 
 
 class _ImplicitStages(torch.autograd.Function):
@@ -205,16 +166,14 @@ class ImplicitRungeKutta:
     def step(self, p: Point, h) -> Step:
         sch, f = self.scheme, self.field
         J0 = p.jacobian(differentiable=False)
-        lus: dict = {}   # Newton matrices of this attempt, shared by blocks with equal A_BB
+        newtons: dict = {}   # factorised Newton matrices of this attempt, shared by blocks with equal A_BB
 
-        def lu_of(a_block: np.ndarray):
+        def newton_of(a_block: np.ndarray):
             key = a_block.tobytes()
-            if key not in lus:
-                m = a_block.shape[0]
+            if key not in newtons:
                 A = self._tensor(a_block, p.y)
-                M = newton_matrix(A, h.detach(), J0[:, None].expand(-1, m, -1, -1))
-                lus[key] = lu_factors(M, p.t, h)
-            return lus[key]
+                newtons[key] = factor_newton(A, h.detach(), [J0] * a_block.shape[0], p.t)
+            return newtons[key]
 
         K: list = [None] * sch.stages
         Y_last = None
@@ -227,37 +186,37 @@ class ImplicitRungeKutta:
                 Y_last = psi[0]
                 continue
             guess = K[idx[0] - 1] if idx[0] else p.f
-            Y = self._newton(p, h, block, psi, guess, lu_of(block.a_block))
+            Y = self._newton(p, h, block, psi, guess, newton_of(block.a_block))
             Y = self._attach_gradient(p, h, block, psi, Y)
             # K_B = A_BB^-1 (Y_B - psi_B) / h, the stage derivatives without new f evaluations
             for r, i in enumerate(idx):
                 K[i] = _weighted(block.a_block_inv[r], [(Y[k] - psi[k]) / h for k in range(len(idx))])
             Y_last = Y[-1]
         y1 = Y_last if sch.solution_is_last_stage else p.y + h * _weighted(sch.b, K)
-        return Step(y1, self._error(p, h, K, lu_of))
+        return Step(y1, self._error(p, h, K, newton_of))
 
-    def _newton(self, p, h, block, psi, guess, lu):
+    def _newton(self, p, h, block, psi, guess, newton):
         """Y_i = psi_i + h sum_j a_ij f(Y_j), i, j in the block: simplified Newton with the
         step's Jacobian; if that stalls, full Newton (Jacobians at the iterate) from the
         same guess, which rescues large fixed steps."""
         times = [p.t.detach() + float(self.scheme.c[i]) * h.detach() for i in block.stages]
         try:
-            return self._iterate(p, h, block, psi, guess, times, lambda Y: lu, MAX_NEWTON_ITER)
+            return self._iterate(p, h, block, psi, guess, times, lambda Y: newton, MAX_NEWTON_ITER)
         except StepFailure as failure:
             if failure.shrink < 0.5:   # non-finite values: a smaller step, not more Newton
                 raise
         A = self._tensor(block.a_block, p.y)
         return self._iterate(p, h, block, psi, torch.zeros_like(guess), times,
-                             lambda Y: lu_factors(self._exact_matrix(A, h, times, Y.unbind(1)), p.t, h),
+                             lambda Y: factor_newton(A, h.detach(), self._stage_jacobians(times, Y.unbind(1)), p.t),
                              MAX_FULL_NEWTON_ITER, patient=True)
 
-    def _iterate(self, p, h, block, psi, guess, times, matrix_lu, max_iter, patient=False):
+    def _iterate(self, p, h, block, psi, guess, times, newton_at, max_iter, patient=False):
         """Newton on the block's stage states; ``times`` are the stages' t + c_i h."""
         f = self.field
         with torch.no_grad():
             psi = torch.stack([v.detach() for v in psi], dim=1)                  # (B, m, n)
             A = self._tensor(block.a_block, p.y)
-            hb = _blockwise(h.detach())
+            hb = blockwise(h.detach())
             Y = psi + hb * A.sum(1)[None, :, None] * guess.detach()[:, None]
             floor = self.scale(p.y.detach())[:, None]   # atol + rtol |y0|: the norm's weights
             weights = 1.0 / floor
@@ -265,12 +224,12 @@ class ImplicitRungeKutta:
             for k in range(max_iter):
                 F = torch.stack([f(ti, Y[:, r]) for r, ti in enumerate(times)], dim=1)
                 G = Y - psi - hb * torch.matmul(A, F)
-                dY = -torch.linalg.lu_solve(*matrix_lu(Y), G.reshape(G.shape[0], -1, 1)).reshape(G.shape)
+                dY = -newton_at(Y).solve(G.reshape(G.shape[0], -1)).reshape(G.shape)
                 # one read of the device per iteration: every decision below is taken on this
                 # number (comparing tensors read it three or four times, one op each)
                 norm = float(torch.sqrt(torch.mean((dY * weights) ** 2)))
                 if not math.isfinite(norm):
-                    raise StepFailure(f"non-finite values in the Newton iteration at t = {_fmt(p.t)}", 0.25)
+                    raise StepFailure(f"non-finite values in the Newton iteration at t = {format_time(p.t)}", 0.25)
                 Y = Y + dY
                 if norm <= self.converged_below:
                     return list(Y.unbind(1))
@@ -292,13 +251,16 @@ class ImplicitRungeKutta:
                     if rate < 1 and rate / (1 - rate) * norm < self.newton_tol:
                         return list(Y.unbind(1))
                 previous = norm
-        raise StepFailure(f"Newton iteration did not converge at t = {_fmt(p.t)} with h = {_fmt(h)}")
+        raise StepFailure(f"Newton iteration did not converge at t = {format_time(p.t)} with h = {format_time(h)}")
+
+    def _stage_jacobians(self, times, Y) -> list:
+        """J(Y_j) at each stage, as plain data."""
+        with torch.no_grad():
+            return [self.field.jacobian(t.detach(), y.detach()) for t, y in zip(times, Y)]
 
     def _exact_matrix(self, A, h, times, Y):
         """dG/dY at the stage states Y: block (i, j) = delta_ij I - h a_ij J(Y_j)."""
-        with torch.no_grad():
-            Js = torch.stack([self.field.jacobian(t.detach(), y.detach()) for t, y in zip(times, Y)], dim=1)
-            return newton_matrix(A, h.detach(), Js)
+        return newton_matrix(A, h.detach(), torch.stack(self._stage_jacobians(times, Y), dim=1))
 
     def _attach_gradient(self, p, h, block, psi, Y):
         """Y out of Newton, carrying dY/d(psi, parameters) by the implicit function theorem."""
@@ -315,7 +277,7 @@ class ImplicitRungeKutta:
         Y_out = torch.stack(Y, dim=1) + _ImplicitStages.apply(G, matrix)
         return list(Y_out.unbind(1))
 
-    def _error(self, p, h, K, lu_of):
+    def _error(self, p, h, K, newton_of):
         sch = self.scheme
         if sch.error_weights is None:
             return None
@@ -325,8 +287,7 @@ class ImplicitRungeKutta:
             if sch.error_b0:
                 err = err - (h * float(sch.error_b0)) * p.f.detach()
             if sch.error_filter:
-                lu = lu_of(np.array([[sch.error_filter]]))
-                err = torch.linalg.lu_solve(*lu, err[..., None])[..., 0]
+                err = newton_of(np.array([[sch.error_filter]])).solve(err)
         return err
 
 
@@ -343,10 +304,7 @@ class Rosenbrock:
 
     def step(self, p: Point, h) -> Step:
         f = self.field
-        J = p.jacobian(differentiable=True)
-        eye = torch.eye(f.n, dtype=p.y.dtype, device=p.y.device)
-        M = eye / (_blockwise(h) * float(self.gamma)) - J
-        lu = lu_factors(M.detach(), p.t, h)
+        solve = self._stage_solver(p, h)
         f_t = None
         if not self.autonomous and np.any(self.d) and f.depends_on_time(p.t, p.y):
             f_t = f.time_derivative(p.t, p.y)
@@ -356,13 +314,31 @@ class Rosenbrock:
             rhs = stage_f if i == 0 else stage_f + _weighted(self.C[i, :i], k) / h
             if f_t is not None and self.d[i]:
                 rhs = rhs + (h * float(self.d[i])) * f_t
-            k.append(_FactoredSolve.apply(M, rhs[..., None], *lu)[..., 0])
+            k.append(solve(rhs))
         y1 = p.y + _weighted(self.m, k)
         error = None
         if self.error_weights is not None:
             with torch.no_grad():
                 error = _weighted(self.error_weights, [v.detach() for v in k])
         return Step(y1, error)
+
+
+    def _stage_solver(self, p: Point, h):
+        """rhs -> (I / (h gamma) - J)^-1 rhs.  Dense J stays in the autograd graph through
+        :class:`_FactoredSolve`; a split J (torchdiffeq's adjoint system, integrated without
+        autograd) goes through its factorised core block."""
+        J = p.jacobian(differentiable=True)
+        h_gamma = h * float(self.gamma)
+        if isinstance(J, SplitJacobian):
+            newton = factor_newton(self._gamma_block(p.y), h.detach(), [J], p.t)
+            return lambda rhs: h_gamma * newton.solve(rhs)
+        eye = torch.eye(self.field.n, dtype=p.y.dtype, device=p.y.device)
+        M = eye / blockwise(h_gamma) - J
+        lu = lu_factors(M.detach(), p.t, h)
+        return lambda rhs: _FactoredSolve.apply(M, rhs[..., None], *lu)[..., 0]
+
+    def _gamma_block(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((1, 1), float(self.gamma), dtype=like.dtype, device=like.device)
 
 
 def stepper(method: Method, field: VectorField, newton_tol: float, scale, roundoff: float, autonomous: bool):

@@ -24,6 +24,7 @@ from stiffcore.reversible import (
 from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
 from ._solver import OPTIONS, StiffSolver
+from ._linalg import SplitJacobian
 from ._steps import Point
 
 DEFAULT_BASE = "backward_euler"
@@ -121,7 +122,9 @@ class ReversibleSolver(StiffSolver):
         with torch.no_grad():
             y = y.detach()
             if self.field.n <= EIGEN_CHECK_MAX_N:
-                eig = torch.linalg.eigvals(self.field.jacobian(t, y).cpu()).numpy()
+                J = self.field.jacobian(t, y)
+                J = J.core if isinstance(J, SplitJacobian) else J  # the other eigenvalues are zero
+                eig = torch.linalg.eigvals(J.cpu()).numpy()
             else:
                 # above EIGEN_CHECK_MAX_N: Ritz values from Arnoldi on J v (batch elements are
                 # independent, so the whole (B, n) state is one block-diagonal operator)
