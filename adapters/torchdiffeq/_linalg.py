@@ -78,8 +78,11 @@ class DenseNewton:
     """LU factors of I - h (A (x) J) for a block of m stages with Jacobians ``jacobians`` ((B, n, n) each)."""
 
     def __init__(self, a_block: torch.Tensor, h, jacobians: list, t):
-        self.matrix = newton_matrix(a_block, h, torch.stack(jacobians, dim=1))
-        self.lu, self.pivots = lu_factors(self.matrix, t, h)
+        first = jacobians[0]
+        # simplified Newton gives every stage the same J: a view, not m copies of it
+        stacked = (first[:, None].expand(-1, len(jacobians), -1, -1) if all(J is first for J in jacobians)
+                   else torch.stack(jacobians, dim=1))
+        self.lu, self.pivots = lu_factors(newton_matrix(a_block, h, stacked), t, h)
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
         """x with (I - h (A (x) J)) x = b, b of shape (B, m n) (stage-major)."""
