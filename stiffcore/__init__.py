@@ -9,8 +9,8 @@ from .catalogue import METHODS, Method, UnknownMethodError, get_method, method_i
 from .plugins import Backend, discover_backends, install
 from .predictions import GradientPrediction, one_step_gradient, predict_test_equation
 from .reversible import (
-    DEFAULT_COUPLING, growth_rates, optimal_coupling, predict_reversible, reversible_step,
-    reversible_step_back, unstable_band,
+    DEFAULT_COUPLING, growth_rates, optimal_coupling, predict_reversible, reversible_output, reversible_step,
+    reversible_step_back, reversible_step_vjp, unstable_band,
 )
 from .stability import stability_function
 
@@ -21,6 +21,6 @@ __all__ = [
     "Backend", "discover_backends", "install",
     "GradientPrediction", "one_step_gradient", "predict_test_equation",
     "DEFAULT_COUPLING", "growth_rates", "optimal_coupling", "predict_reversible",
-    "reversible_step", "reversible_step_back", "reversible_step_vjp", "unstable_band",
+    "reversible_output", "reversible_step", "reversible_step_back", "reversible_step_vjp", "unstable_band",
     "stability_function",
 ]

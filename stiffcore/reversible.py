@@ -79,6 +79,27 @@ def reversible_step_vjp(a_y1: State, a_z1: State, vjp_back, vjp_forward, couplin
     return lam * y_bar, a_z1 - lam * y_bar + vjp_forward(y_bar)
 
 
+def reversible_output(base_output: State, theta, gap: State, coupling: float = DEFAULT_COUPLING):
+    """y at t0 + theta h inside a reversible step, from the base's continuous extension.
+
+    ``base_output`` is P_theta, the base method's dense output of its forward step from z0
+    (P_0 = z0, P_1 = Psi_h(t0, z0)); ``gap`` is y0 - z0.  Since y1 = Psi_h(t0, z0) + lambda
+    (y0 - z0), the gap between y and the base trajectory is y0 - z0 at theta = 0 and
+    lambda (y0 - z0) at theta = 1; interpolating it linearly,
+
+        y(theta) = P_theta + (1 - theta (1 - lambda)) (y0 - z0),
+
+    meets both step ends exactly and is as accurate between them as the base's own output
+    (a linear interpolant of y0 and y1 is only second order)."""
+    return base_output + (1 - theta * (1 - coupling)) * gap
+
+
+def reversible_output_slope(base_slope: State, h, gap: State, coupling: float = DEFAULT_COUPLING):
+    """d/dt of :func:`reversible_output`: the base's dense derivative dP/dt, less the gap's
+    slope (1 - lambda)(y0 - z0) / h."""
+    return base_slope - ((1 - coupling) / h) * gap
+
+
 def _base(method: str | Method) -> Method:
     method = get_method(method)
     if not method.is_one_step:

@@ -98,6 +98,14 @@ def test_import_stiffcore_is_light():
     assert not modules & {"torch", "jax", "diffrax", "equinox", "scipy", "matplotlib"}
 
 
+def test_every_public_name_is_importable():
+    """``__all__`` promised ``reversible_step_vjp`` without importing it: ``from stiffcore import *``
+    raised AttributeError."""
+    import stiffcore
+
+    assert [name for name in stiffcore.__all__ if not hasattr(stiffcore, name)] == []
+
+
 def test_version_and_interrupt_exit_status(monkeypatch, capsys):
     from stiffcore import __version__, cli
 

@@ -7,8 +7,10 @@ backward pass walks the steps from last to first, rebuilding (y_k, z_k) from
 (y_{k+1}, z_{k+1}) with the core's :func:`~stiffcore.reversible.reversible_step_back` and
 pulling cotangents through the same two base-step evaluations with
 :func:`~stiffcore.reversible.reversible_step_vjp`: two base steps and their VJPs per step,
-time O(n).  Outputs at ``SaveAt(ts=...)`` are the solver's linear interpolation between
-steps, so their cotangents enter the two states of the step they fall in.
+time O(n).  Outputs at ``SaveAt(ts=...)`` are the base's interpolation of its forward step
+shifted onto y (:class:`~adapters.diffrax.interpolation.ReversibleInterpolation`), so their
+cotangents enter the two states of the step they fall in and, through the forward base
+step's dense information, the VJP that step already takes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jax.flatten_util import ravel_pytree
 
 from stiffcore.reversible import reversible_step_back, reversible_step_vjp
 
+from .interpolation import ReversibleInterpolation
 from .reversible import Reversible
 
 
@@ -33,7 +36,7 @@ class _Recording(diffrax.AbstractAdaptiveSolver):
     the accepted grid."""
 
     solver: Reversible
-    interpolation_cls = diffrax.LocalLinearInterpolation
+    interpolation_cls = ReversibleInterpolation
 
     @property
     def term_structure(self):
@@ -160,39 +163,56 @@ def _reversible_loop_bwd(residuals, grad_out, perturbed, y_args_terms, *, solver
     diff, static = eqx.partition((args, terms), eqx.is_inexact_array)
 
     def base(t_from, t_to, v, diff):
+        """The base step and its dense information (the forward step's outputs depend on both)."""
         a, tm = eqx.combine(diff, static)
-        return reversible.base_map(tm, a, unravel)(t_from, t_to, v)[0]
+        v1, _, dense_info, _ = reversible.base_map(tm, a, unravel)(t_from, t_to, v)
+        return v1, dense_info
 
-    def output_weights(ta, tb):
-        # Outputs in (ta, tb] are y_k + theta (y_{k+1} - y_k); those at t0 are y0 itself.
+    def output_cotangents(ta, tb, dense_info):
+        """Outputs in (ta, tb] are y(theta) = P_theta + c(theta) (y_k - z_k) (the step's
+        ReversibleInterpolation; c = 1 - theta (1 - lambda)): their cotangents as
+        (sum c g, the cotangent of the base's dense information).  Outputs at t0 are y0."""
         inside = (save_ts > ta) & (save_ts <= tb)
         theta = jnp.where(inside, (save_ts - ta) / jnp.where(tb > ta, tb - ta, 1), 0).astype(flat_y0.dtype)
-        return theta @ outputs, jnp.where(inside, 1 - theta, 0) @ outputs
+        weights = jnp.where(inside, 1 - theta * (1 - coupling), 0)
+        ts = jnp.where(inside, save_ts, tb)
+
+        def projected(info):   # sum over the outputs in this step of g . P_theta(info)
+            interp = reversible.base_solver.interpolation_cls(t0=ta, t1=tb, **info)
+            values = jax.vmap(lambda t: ravel(interp.evaluate(t)))(ts)
+            return jnp.sum(jnp.where(inside[:, None], values * outputs, 0))
+
+        return weights @ outputs, jax.grad(projected)(dense_info)
 
     def body(carry):
         k, y1, z1, a_y1, a_z1, a_diff = carry
-        ta, tb = times[k], times[k + 1]
-        into_y1, into_y0 = output_weights(ta, tb)
-        vjps = []
+        # under vmap a finished batch element still runs the body (its result is discarded):
+        # k = -1 would read the inf padding of the time record and the base step would see NaN
+        ta, tb = times[jnp.maximum(k, 0)], times[jnp.maximum(k, 0) + 1]
+        vjps, dense = [], []
 
         def step(t_from, t_to, v):
-            out, vjp = jax.vjp(ft.partial(base, t_from, t_to), v, diff)
+            (out, dense_info), vjp = jax.vjp(ft.partial(base, t_from, t_to), v, diff)
             vjps.append(vjp)
+            dense.append(dense_info)
             return out
 
+        # the backward base step from y1 first, then the forward one from z0 (whose dense output is the step's)
         y0_k, z0_k = reversible_step_back(step, ta, tb, y1, z1, coupling)
+        into_gap, a_dense = output_cotangents(ta, tb, dense[1])
+        zero_dense = jax.tree_util.tree_map(jnp.zeros_like, dense[0])
         diff_cotangents = []
 
-        def pull(vjp):
+        def pull(vjp, a_dense):
             def pullback(v):
-                a_v, a_d = vjp(v)
+                a_v, a_d = vjp((v, a_dense))
                 diff_cotangents.append(a_d)
                 return a_v
             return pullback
 
-        a_y0, a_z0 = reversible_step_vjp(a_y1 + into_y1, a_z1, pull(vjps[0]), pull(vjps[1]), coupling)
+        a_y0, a_z0 = reversible_step_vjp(a_y1, a_z1, pull(vjps[0], zero_dense), pull(vjps[1], a_dense), coupling)
         a_diff = jax.tree_util.tree_map(lambda a, b, c: a + b + c, a_diff, *diff_cotangents)
-        return k - 1, y0_k, z0_k, a_y0 + into_y0, a_z0, a_diff
+        return k - 1, y0_k, z0_k, a_y0 + into_gap, a_z0 - into_gap, a_diff
 
     # The reconstruction's growth compounds over the steps: warn with the digits it costs.
     steps = jnp.maximum(count, 1)

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
 
+from stiffcore.reversible import reversible_output, reversible_output_slope
+
 
 def _theta(t0, t, t1):
     """(t - t0) / (t1 - t0), and 0 with zero derivatives on a zero-length step (vmap pads with them)."""
@@ -47,3 +49,29 @@ class PolynomialInterpolation(diffrax.AbstractLocalInterpolation):
         del left
         return jax.tree_util.tree_map(lambda c: jnp.tensordot(self._powers(t, c, derivative=True), c, axes=1),
                                       self.coeffs)
+
+
+class ReversibleInterpolation(diffrax.AbstractLocalInterpolation):
+    """Output inside a :class:`~adapters.diffrax.reversible.Reversible` step: the base solver's
+    own interpolation ``base`` of its forward step from z0, shifted onto y by
+    :func:`stiffcore.reversible.reversible_output` (``gap`` is y0 - z0).  Exact at both step
+    ends and as accurate between them as the base's interpolation."""
+
+    t0: jax.Array
+    t1: jax.Array
+    base: diffrax.AbstractLocalInterpolation
+    gap: PyTree
+    coupling: jax.Array
+
+    def evaluate(self, t0, t1=None, left=True):
+        if t1 is not None:
+            end, start = self.evaluate(t1, left=left), self.evaluate(t0, left=left)
+            return jax.tree_util.tree_map(lambda a, b: a - b, end, start)
+        theta = _theta(self.t0, t0, self.t1)
+        return jax.tree_util.tree_map(lambda p, g: reversible_output(p, theta.astype(g.dtype), g, self.coupling),
+                                      self.base.evaluate(t0, left=left), self.gap)
+
+    def derivative(self, t, left=True):
+        h = jnp.where(self.t1 == self.t0, 1, self.t1 - self.t0)
+        return jax.tree_util.tree_map(lambda p, g: reversible_output_slope(p, h.astype(g.dtype), g, self.coupling),
+                                      self.base.derivative(t, left=left), self.gap)

@@ -25,6 +25,8 @@ from stiffcore.reversible import (
 )
 from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
+from .interpolation import ReversibleInterpolation
+
 #: diffrax solvers that are not one-step maps of y alone, so they cannot serve as a base.
 _NOT_ONE_STEP = ("LeapfrogMidpoint", "ReversibleHeun", "SemiImplicitEuler")
 
@@ -41,7 +43,7 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
     base_solver: diffrax.AbstractSolver
     coupling: float = DEFAULT_COUPLING   # a float, or a JAX scalar to trace it (one compile, many couplings)
 
-    interpolation_cls = diffrax.LocalLinearInterpolation
+    interpolation_cls = ReversibleInterpolation
 
     def __check_init__(self):
         if not isinstance(self.base_solver, diffrax.AbstractSolver):
@@ -87,14 +89,21 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         return self.base_solver.func(terms, t0, y0, args)
 
     def base_map(self, terms, args, unravel):
-        """The base step as a map of raveled states, psi(t_from, t_to, v) -> (v1, error, result):
-        the map the reversible step is built from, forwards and backwards."""
+        """The base step as a map of raveled states, psi(t_from, t_to, v) -> (v1, error,
+        dense_info, result): the map the reversible step is built from, forwards and backwards."""
         def psi(t_from, t_to, v):
             y = unravel(v)
             state = self.base_solver.init(terms, t_from, t_to, y, args)
-            y1, error, _, _, result = self.base_solver.step(terms, t_from, t_to, y, args, state, False)
-            return ravel_pytree(y1)[0], error, result
+            y1, error, dense_info, _, result = self.base_solver.step(terms, t_from, t_to, y, args, state, False)
+            return ravel_pytree(y1)[0], error, dense_info, result
         return psi
+
+    def interpolation(self, t0, t1, y0, z0, base_dense_info):
+        """The output inside the step from (y0, z0): the base's interpolation of its forward
+        step from z0 (``base_dense_info``), shifted onto y (:class:`ReversibleInterpolation`)."""
+        base = self.base_solver.interpolation_cls(t0=t0, t1=t1, **base_dense_info)
+        gap = jax.tree_util.tree_map(lambda a, b: a - b, y0, z0)
+        return dict(base=base, gap=gap, coupling=jnp.asarray(self.coupling))
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         y, unravel = ravel_pytree(y0)
@@ -103,14 +112,18 @@ class Reversible(diffrax.AbstractAdaptiveSolver):
         records: list = []
 
         def step(t_from, t_to, v):
-            v1, error, result = psi(t_from, t_to, v)
-            records.append((error, result))
+            v1, error, dense_info, result = psi(t_from, t_to, v)
+            records.append((error, dense_info, result))
             return v1
 
         y1, z1 = reversible_step(step, t0, t1, y, z, self.coupling)
-        (error, result), (_, result_back) = records
-        result = diffrax.RESULTS.where(result == diffrax.RESULTS.successful, result_back, result)
-        dense_info = dict(y0=y0, y1=unravel(y1))
+        (error, base_dense_info, result), (_, _, result_back) = records
+        # a backward base step that failed (an implicit solve diverging) rejects the step, as
+        # diffrax's own implicit solvers do with an infinite error, so the controller shrinks it
+        back_ok = diffrax.is_okay(result_back)
+        error = jax.tree_util.tree_map(lambda e: jnp.where(back_ok, e, jnp.inf), error)
+        result = diffrax.RESULTS.where(diffrax.is_okay(result), result_back, result)
+        dense_info = self.interpolation(t0, t1, y0, solver_state, base_dense_info)
         return unravel(y1), error, dense_info, unravel(z1), result
 
     def warn_if_unstable(self, terms, t, y, args, h, n_steps=None, where="at t0"):

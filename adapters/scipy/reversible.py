@@ -2,6 +2,8 @@
 
 Wraps any one-step catalogue method (implicit or explicit) and steps with the core's
 framework-agnostic :func:`stiffcore.reversible.reversible_step`; fixed steps only.
+The output between steps (``dense_output``, ``t_eval``) is the base's continuous extension
+of its forward step from z, shifted onto y by :func:`stiffcore.reversible.reversible_output`.
 At the start it checks the core's growth rates for z = h * eig(J(t0, y0)) and warns
 when the spectrum sits where the coupling is unstable.
 """
@@ -9,16 +11,41 @@ when the spectrum sits where the coupling is unstable.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.integrate._ivp.base import DenseOutput
 
 from stiffcore.catalogue import get_method
 from stiffcore.reversible import (
-    DEFAULT_COUPLING, EIGEN_CHECK_MAX_N, check_coupling, instability_warning, reversible_step,
+    DEFAULT_COUPLING, EIGEN_CHECK_MAX_N, check_coupling, instability_warning, reversible_output, reversible_step,
 )
 from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
-from ._base import StepResult, StiffSolver
+from ._base import PolynomialDense, StepResult, StiffSolver, hermite_coeffs
+
+
+@dataclass
+class PairStep(StepResult):
+    """A reversible step's result: the new second state ``z`` and the base's forward step
+    from the old z, whose continuous extension gives the output between the step ends."""
+
+    z: np.ndarray | None = None
+    forward: StepResult | None = None
+
+
+class ReversibleDense(DenseOutput):
+    """y between t_old and t: :func:`~stiffcore.reversible.reversible_output` on the base's
+    dense output ``base`` of its forward step from ``z_old``."""
+
+    def __init__(self, base: DenseOutput, y_old, z_old, coupling) -> None:
+        super().__init__(base.t_old, base.t)
+        self.base, self.gap, self.coupling = base, y_old - z_old, coupling
+
+    def _call_impl(self, t):
+        theta = (np.asarray(t) - self.t_old) / (self.t - self.t_old)
+        gap = self.gap if np.ndim(t) == 0 else self.gap[:, None]  # a column against a vector of times
+        return reversible_output(self.base(t), theta, gap, self.coupling)
 
 
 class Reversible(StiffSolver):
@@ -60,14 +87,15 @@ class Reversible(StiffSolver):
         if message:
             warnings.warn(f"at t0: {message}", RuntimeWarning, stacklevel=3)
 
-    def _base_step(self, t_from, t_to, y):
-        return self.base._attempt(t_from, y, t_to - t_from, None).y
-
     def _attempt(self, t, y, h, f0):
-        y1, z1 = reversible_step(self._base_step, t, t + h, y, self.z, self.coupling)
-        result = StepResult(y1, self.eval_f(t + h, y1), None)
-        result.z = z1
-        return result
+        base_steps = []
+
+        def base_step(t_from, t_to, v):
+            base_steps.append(self.base._attempt(t_from, v, t_to - t_from, None))
+            return base_steps[-1].y
+
+        y1, z1 = reversible_step(base_step, t, t + h, y, self.z, self.coupling)
+        return PairStep(y1, self.eval_f(t + h, y1), None, z=z1, forward=base_steps[0])
 
     def _step_impl(self):
         # the base solver counts its own evaluations: report them as this solver's too
@@ -80,4 +108,11 @@ class Reversible(StiffSolver):
             self.nlu += self.base.nlu - before[2]
 
     def _accepted(self, t, y, h, result) -> None:
-        self.z = result.z
+        self.z_old, self.z = self.z, result.z
+
+    def _dense_output_impl(self):
+        h, z_old, forward = self.t - self.t_old, self.z_old, self.last.forward
+        # the base's own extension, or cubic Hermite on its forward step (one f call, on demand)
+        coeffs = forward.dense if forward.dense is not None else hermite_coeffs(
+            h, z_old, forward.y, self.fun(self.t_old, z_old), forward.f)
+        return ReversibleDense(PolynomialDense(self.t_old, self.t, z_old, coeffs), self.y_old, z_old, self.coupling)

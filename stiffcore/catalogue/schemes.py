@@ -102,7 +102,9 @@ def _build(method: Method) -> RungeKuttaScheme:
     if tab.b_embedded is not None:
         error_weights = tab.b - tab.b_embedded
         error_weights.setflags(write=False)
-        if _estimate_grows_on_stiff_modes(tab):
+        # an explicit method's estimate is a polynomial in z and grows on every stiff mode: it
+        # is not meant for them, and there is no matrix to filter with
+        if method.is_implicit and _estimate_grows_on_stiff_modes(tab):
             if not own_gamma:
                 raise ValueError(f"{method.id!r}: its error estimate grows on stiff modes and has no "
                                  "filter (b0 for a fully implicit method, a_ss for a DIRK)")
