@@ -3,10 +3,11 @@ diffrax solver, ours or diffrax's own (explicit or implicit).
 
 The step is the core's framework-agnostic :func:`stiffcore.reversible.reversible_step` on
 raveled states, with the base solver's step (taken forwards and backwards) as the map.
-The solver state carries the second state z.  On its first step the solver evaluates
-h * eig(J) at the initial state (Ritz values from Arnoldi on JVPs above 500 unknowns) and,
-through ``jax.debug.callback``, warns (``RuntimeWarning``) when the core predicts growth
-above 1.0011 per step for a decaying mode.
+The solver state carries the second state z; outputs between steps come from the base's
+own interpolation of its forward step (:class:`.interpolation.ReversibleInterpolation`).
+On its first step the solver evaluates h * eig(J) at the initial state (Ritz values from
+Arnoldi on JVPs above 500 unknowns) and, through ``jax.debug.callback``, warns
+(``RuntimeWarning``) when the core predicts growth above 1.0011 per step for a decaying mode.
 """
 
 from __future__ import annotations
