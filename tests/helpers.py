@@ -137,3 +137,30 @@ def check_batched_reconstruction(backend, zs) -> None:
         alone = backend.reversible_run("backward_euler", np.array([z]), 0.1, 1.0, 1000, 0.999)
         for key in ("y_n", "y0_rebuilt", "dy_dlambda"):
             np.testing.assert_allclose(alone[key][0], run[key][i], rtol=1e-13, atol=1e-300, err_msg=key)
+
+
+def medakzo(N: int = 200):
+    """The medical Akzo Nobel problem (IVP test set, Lioen & de Swart; written from its published
+    equations): an antibody binding to a receptor along a tissue strip, method of lines with N
+    points, y = (u_1, v_1, ..., u_N, v_N), t in [0, 20], the boundary value u_0 = 2 switched off
+    at t = 5.  Returns (f, y0, sparsity): the Jacobian is banded, two diagonals either side."""
+    from scipy.sparse import diags
+
+    dz = 1.0 / N
+    zeta = dz * np.arange(1, N + 1)
+    advection = 2 * (zeta - 1) ** 3 / 16.0 / (2 * dz)   # alpha / (2 dzeta), c = 4
+    diffusion = (zeta - 1) ** 4 / 16.0 / dz**2          # beta / dzeta^2
+    k = 100.0
+
+    def f(t, y):
+        u, v = y[0::2], y[1::2]
+        left = np.concatenate(([2.0 if t <= 5 else 0.0], u[:-1]))
+        right = np.concatenate((u[1:], [u[-2]]))   # zero flux at zeta = 1: u_{N+1} = u_{N-1}
+        out = np.empty_like(y)
+        out[1::2] = -k * u * v
+        out[0::2] = advection * (right - left) + diffusion * (left - 2 * u + right) + out[1::2]
+        return out
+
+    y0 = np.zeros(2 * N)
+    y0[1::2] = 1.0
+    return f, y0, diags([1.0] * 5, [-2, -1, 0, 1, 2], shape=(2 * N, 2 * N), format="csc")

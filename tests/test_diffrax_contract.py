@@ -235,3 +235,158 @@ def test_gradients_through_saveat_ts_match_a_tight_reference(name):
 
     got = np.asarray(jax.grad(loss)(jnp.asarray(log_rober.params)))
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+# --- issue 20: what diffrax's own users rely on ---------------------------------------------------
+FAMILIES = ["RadauIIA5", "TRBDF2", "Rodas5P", "ROS3P"]   # fully implicit, DIRK, Rosenbrock, fixed-only
+IMPLICIT = [n for n in SOLVERS if issubclass(adapter.SOLVERS[n], diffrax.AbstractImplicitSolver)]
+
+
+def _tol(name) -> float:
+    """Global relative error at rtol 1e-6 (or constant steps of 0.01): orders <= 3 reach 1e-4."""
+    return 1e-4 if get_method(name).order <= 3 else 1e-5
+
+
+def _pytree_decay(t, y, args):
+    return jax.tree_util.tree_map(lambda v: -args * v, y)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_pytree_and_complex_states(name):
+    """A nested PyTree of mixed shapes, and a complex state on y' = (-1/2 + 2i) y (Newton and
+    the error norm on its real and imaginary parts), under jit."""
+    y0 = {"a": jnp.arange(1.0, 4.0), "b": (jnp.array(2.0), jnp.ones((2, 2)))}
+    sol = jax.jit(lambda y: diffrax.diffeqsolve(diffrax.ODETerm(_pytree_decay), _solver(name), 0.0, 1.0, 0.01, y,
+                                                args=0.5, stepsize_controller=_controller(name)))(y0)
+    for leaf, start in zip(jax.tree_util.tree_leaves(sol.ys), jax.tree_util.tree_leaves(y0)):
+        np.testing.assert_allclose(leaf[-1], start * np.exp(-0.5), rtol=_tol(name))
+    lam = -0.5 + 2j
+    z0 = jnp.array([1.0 + 0j, 0.5j])
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: lam * y), _solver(name), 0.0, 1.0, 0.01, z0,
+                              stepsize_controller=_controller(name), saveat=diffrax.SaveAt(ts=jnp.array([0.3, 1.0])))
+    assert sol.ys.dtype == z0.dtype
+    np.testing.assert_allclose(sol.ys, np.exp(lam * np.array([0.3, 1.0]))[:, None] * np.asarray(z0), rtol=_tol(name))
+
+
+@pytest.mark.parametrize("name", [n for n in IMPLICIT if get_method(n).order >= 3] + ["TRBDF2"])
+@pytest.mark.parametrize("root_finder", [lambda: __import__("optimistix").Newton(rtol=1e-10, atol=1e-12),
+                                         lambda: __import__("optimistix").Chord(rtol=1e-10, atol=1e-12),
+                                         lambda: diffrax.VeryChord(rtol=1e-10, atol=1e-12)],
+                         ids=["Newton", "Chord", "VeryChord"])
+def test_custom_root_finders_with_their_own_tolerances(name, root_finder):
+    """optimistix's Newton and Chord (and VeryChord) as root_finder, with constant steps (where
+    their own tolerances are required) and with a PID controller."""
+    solver = adapter.SOLVERS[name](root_finder=root_finder())
+    term = diffrax.ODETerm(lambda t, y, a: jnp.stack([y[1], -4.0 * y[0] - 0.5 * y[1]]))
+    ref = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 2.0, 0.01, jnp.array([1.0, 0.0]),
+                              stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-12)).ys[-1]
+    for controller, dt0 in ((diffrax.ConstantStepSize(), 1e-3), (diffrax.PIDController(rtol=1e-7, atol=1e-9), 0.01)):
+        sol = diffrax.diffeqsolve(term, solver, 0.0, 2.0, dt0, jnp.array([1.0, 0.0]), stepsize_controller=controller,
+                                  max_steps=4096)
+        tol = {1: 5e-3, 2: 1e-4}.get(get_method(name).order, 1e-5)
+        np.testing.assert_allclose(sol.ys[-1], ref, atol=tol, err_msg=f"{name} {type(controller).__name__}")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_subsaveat_dense_evaluate_and_derivative(name):
+    """SubSaveAt with ts, t1, fn and steps at once; SaveAt(dense=True): Solution.evaluate and
+    Solution.derivative between steps, forwards and backwards in time."""
+    subs = [diffrax.SubSaveAt(ts=jnp.linspace(0.0, 1.0, 7)), diffrax.SubSaveAt(t1=True, fn=lambda t, y, a: y.sum()),
+            diffrax.SubSaveAt(steps=True)]
+    sol = diffrax.diffeqsolve(DECAY, _solver(name), 0.0, 1.0, 0.05, jnp.array([1.0, 2.0]), args=0.8,
+                              stepsize_controller=_controller(name), saveat=diffrax.SaveAt(subs=subs))
+    ts_out, t1_out, steps_out = sol.ys
+    np.testing.assert_allclose(ts_out, np.exp(-0.8 * np.linspace(0, 1, 7))[:, None] * [1.0, 2.0], rtol=_tol(name))
+    np.testing.assert_allclose(t1_out, [3 * np.exp(-0.8)], rtol=_tol(name))
+    finite = np.isfinite(np.asarray(sol.ts[2]))
+    assert finite.sum() > 1 and sol.ts[2][finite][-1] == 1.0
+    np.testing.assert_allclose(steps_out[finite], np.exp(-0.8 * np.asarray(sol.ts[2])[finite])[:, None] * [1, 2],
+                               rtol=_tol(name))
+    for t0, t1, dt0 in ((0.0, 1.0, 0.05), (1.0, 0.0, -0.05)):
+        sol = diffrax.diffeqsolve(DECAY, _solver(name), t0, t1, dt0, jnp.array([1.0, 2.0]), args=0.8,
+                                  stepsize_controller=_controller(name), saveat=diffrax.SaveAt(dense=True))
+        for t in (0.13, 0.5, 0.91):
+            exact = np.exp(-0.8 * (t - t0)) * np.array([1.0, 2.0])
+            np.testing.assert_allclose(sol.evaluate(t), exact, rtol=_tol(name), err_msg=f"{name} {t0}->{t1}")
+            np.testing.assert_allclose(sol.derivative(t), -0.8 * exact, rtol=1e-3, err_msg=f"{name} {t0}->{t1}")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_constant_step_size_and_step_to_take_exactly_the_given_steps(name):
+    grid = jnp.array([0.0, 0.1, 0.15, 0.4, 0.7, 1.0])
+    for controller, dt0 in ((diffrax.ConstantStepSize(), 0.125), (diffrax.StepTo(grid), None)):
+        sol = diffrax.diffeqsolve(DECAY, _solver(name, fixed=True), 0.0, 1.0, dt0, jnp.array([1.0]), args=0.8,
+                                  stepsize_controller=controller, saveat=diffrax.SaveAt(steps=True))
+        steps = np.asarray(sol.ts)[np.isfinite(np.asarray(sol.ts))]
+        expected = np.linspace(0.125, 1.0, 8) if dt0 else np.asarray(grid[1:])
+        np.testing.assert_allclose(steps, expected, rtol=1e-12)
+        assert sol.stats["num_steps"] == expected.size
+        np.testing.assert_allclose(np.asarray(sol.ys)[: steps.size, 0], np.exp(-0.8 * steps),
+                                   rtol=5e-3 if get_method(name).order <= 2 else 1e-3)
+
+
+def _kinked(t, y, args):
+    """y' = -y + 10 after t = 0.5: f jumps there."""
+    return -y + jnp.where(t > 0.5, 10.0, 0.0)
+
+
+@pytest.mark.parametrize("name", ["RadauIIA5", "TRBDF2", "Rodas5P", "Rosenbrock23"])
+def test_every_pid_controller_option(name):
+    """pcoeff/icoeff/dcoeff, factormin/factormax, dtmax, dtmin with force_dtmin, step_ts (steps
+    land on them), jump_ts (the solver restarts f there: made_jump) and norm."""
+    import optimistix as optx
+
+    exact = np.exp(-1.0) + 10 * (1 - np.exp(-0.5))
+    base = dict(rtol=1e-8, atol=1e-10)
+    jump = dict(jump_ts=jnp.array([0.5]))   # (undeclared: test_an_undeclared_jump_in_f below)
+    variants = [
+        dict(jump, pcoeff=0.3, icoeff=0.4, dcoeff=0.1), dict(jump, factormin=0.5, factormax=2.0),
+        dict(jump, dtmax=0.02), dict(jump, dtmin=1e-3, force_dtmin=True), dict(jump, step_ts=jnp.array([0.25, 0.75])),
+        dict(jump), dict(jump, norm=optx.max_norm),
+    ]
+    for options in variants:
+        controller = diffrax.PIDController(**base, **options)
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(_kinked), _solver(name), 0.0, 1.0, 0.01, jnp.array([1.0]),
+                                  stepsize_controller=controller, saveat=diffrax.SaveAt(steps=True, t1=True),
+                                  max_steps=20_000)
+        finite = np.isfinite(np.asarray(sol.ts))   # (steps=True pads to max_steps with inf)
+        steps, y1 = np.asarray(sol.ts)[finite], float(np.asarray(sol.ys)[finite][-1, 0])
+        if "dtmax" in options:
+            assert np.max(np.diff(np.concatenate([[0.0], steps]))) <= 0.02 + 1e-12
+        if "step_ts" in options:
+            assert {0.25, 0.75} <= set(np.round(steps, 14).tolist())
+        if "jump_ts" in options:
+            assert np.min(np.abs(steps - 0.5)) < 1e-15   # (diffrax ends the step one ulp before a jump)
+            assert abs(y1 - exact) < 1e-6 * exact, (name, options, y1 - exact)
+
+
+@pytest.mark.parametrize("name", ["RadauIIA5", "TRBDF2", "SDIRK2", "Rodas5P"])
+@pytest.mark.parametrize("options", [{}, dict(pcoeff=0.3, icoeff=0.4), dict(dtmax=0.02)])
+def test_an_undeclared_jump_in_f(name, options):
+    """Without jump_ts the controller shrinks h towards the jump and steps through it.  The
+    implicit RKs used to end the solve there ("Nonlinear solve diverged"): their stage solves
+    found stage states, whose increments at h ~ 1e-14 were round-off against rtol |Y|."""
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(_kinked), _solver(name), 0.0, 1.0, 0.01, jnp.array([1.0]),
+                              stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10, **options),
+                              max_steps=20_000)
+    assert abs(float(sol.ys[-1, 0]) - (np.exp(-1.0) + 10 * (1 - np.exp(-0.5)))) < 10 * _tol(name)
+
+
+@pytest.mark.parametrize("name", FAMILIES[:3])
+def test_backsolve_adjoint_takes_our_solvers(name):
+    """BacksolveAdjoint wraps the term in its adjoint system: our solvers integrate it (an ODE
+    still), and the gradient matches the exact one on a mild decay."""
+    def loss(k):
+        sol = diffrax.diffeqsolve(DECAY, adapter.SOLVERS[name](), 0.0, 1.0, 0.01, jnp.array([1.0, 2.0]), args=k,
+                                  stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10),
+                                  adjoint=diffrax.BacksolveAdjoint())
+        return sol.ys[-1].sum()
+
+    np.testing.assert_allclose(jax.grad(loss)(0.8), -3 * np.exp(-0.8), rtol=1e-5)
+
+
+def test_terms_that_are_not_odes_are_refused_by_name():
+    bm = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-3, shape=(1,), key=jax.random.PRNGKey(0))
+    term = diffrax.MultiTerm(DECAY, diffrax.ControlTerm(lambda t, y, a: jnp.ones((1, 1)), bm))
+    with pytest.raises(ValueError, match="integrate ODEs.*MultiTerm"):
+        diffrax.diffeqsolve(term, adapter.Rodas5P(), 0.0, 1.0, 0.01, jnp.array([1.0]), args=0.5)

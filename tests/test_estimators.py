@@ -41,8 +41,8 @@ def torch_step(method, lam, h):
     y0 = torch.tensor([np.sin(T0)], dtype=torch.float64)
     solver = SOLVERS[method](func, y0, rtol=1e-3, atol=1e-3)
     state = solver._start(torch.tensor(T0, dtype=torch.float64), solver.field.flat(y0))
-    new, error = solver._attempt(state, torch.tensor(h, dtype=torch.float64))
-    return float(new.y.reshape(-1)[0]), float(error.reshape(-1)[0])
+    new, step = solver._attempt(state, torch.tensor(h, dtype=torch.float64))
+    return float(new.y.reshape(-1)[0]), float(step.error.reshape(-1)[0])
 
 
 def jax_step(method, lam, h):

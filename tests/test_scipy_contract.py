@@ -217,3 +217,70 @@ def test_bad_fun_and_jacobian_values_are_named():
         solve_ivp(lambda t, y: np.array([-y[0], 1.0]), (0, 1), [1.0], method="Rodas5P")
     sol = solve_ivp(lambda t, y: -y, (0, 1), [1.0], method="Rodas5P", jac=lambda t, y: np.array([[np.nan]]))
     assert sol.status == -1 and "the Jacobian has non-finite entries at t = 0" in sol.message
+
+
+@pytest.fixture(scope="module")
+def medakzo_reference():
+    from helpers import medakzo
+
+    f, y0, sparsity = medakzo()
+    ref = solve_ivp(f, (0, 20), y0, method="Radau", rtol=1e-10, atol=1e-12, jac_sparsity=sparsity)
+    assert ref.success
+    # the IVP test set's published reference values at t = 20 (0-based components 78, 148, 239)
+    np.testing.assert_allclose(ref.y[[78, 148, 239], -1], [0.2339942e-3, 0.3595616e-3, 0.9999997], rtol=1e-6)
+    return f, y0, sparsity, ref.y[:, -1]
+
+
+@pytest.mark.parametrize("name, rtol", [("Rosenbrock23", 1e-4), ("Rodas4", 1e-5)])
+def test_rosenbrock_finite_difference_jacobian_on_medakzo(medakzo_reference, name, rtol):
+    """No ``jac``, only ``jac_sparsity``: a Rosenbrock method evaluates num_jac every step, and
+    columns f does not depend on (v_j while u_j = 0) had their increment factors raised tenfold
+    each time until they overflowed after ~300 steps ("Required step size is less than spacing
+    between numbers").  Both runs take more than 300 steps."""
+    f, y0, sparsity, ref = medakzo_reference
+    sol = solve_ivp(f, (0, 20), y0, method=name, rtol=rtol, atol=1e-6, jac_sparsity=sparsity)
+    assert sol.success, sol.message
+    assert sol.njev > 300
+    # Rosenbrock23 (order 2) carries the t = 5 switch at 10.6x its tolerance, Rodas4 at 0.45x
+    assert weighted_error(sol.y[:, -1], ref, rtol, 1e-6) < 15
+
+
+@pytest.mark.parametrize("name", ["ROS3P", "Rosenbrock23", "Rodas5P"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_finite_difference_jacobian_recovers_a_column_that_wakes_up(name, sparse):
+    """y1 is constant and f ignores it until t = 5, then y0' = -y0 + (t - 5) y1: 500 fixed steps'
+    Jacobians with a dead column, then 500 where it matters, without ``jac`` (dense differences
+    and ``jac_sparsity``)."""
+    fun = lambda t, y: np.array([-y[0] + max(t - 5.0, 0.0) * y[1], 0.0])  # noqa: E731
+    sol = solve_ivp(fun, (0, 10), [1.0, 1.0], method=name, first_step=0.01, adaptive=False,
+                    jac_sparsity=np.ones((2, 2)) if sparse else None, tstops=[5.0])
+    assert sol.success, sol.message
+    assert sol.njev == 1000
+    exact = 4.0 + (1.0 + np.exp(-5.0)) * np.exp(-5.0)   # y0(5) = e^-5, then (t - 5) - 1 + C e^-(t - 5)
+    assert abs(sol.y[0, -1] - exact) < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_state_and_zero_length_span(name):
+    """An empty y0 finishes at once (also towards t_bound = inf), as SciPy's solvers do, and
+    the dense output of an empty or zero-length solve is constant."""
+    empty = lambda t, y: np.zeros(0)  # noqa: E731
+    for t_span in ((0.0, 10.0), (0.0, np.inf)):
+        sol = solve_ivp(empty, t_span, np.zeros(0), method=name, dense_output=True, **_fixed(name, 0.1))
+        assert sol.success and sol.y.shape == (0, sol.t.size)
+        assert sol.sol([1.0, 2.0]).shape == (0, 2)
+    solver = sc.SOLVERS[name](lambda t, y: -y, 0.0, [10.0, 0.0], 0.0, **_fixed(name, 0.1))
+    solver.step()
+    assert solver.status == "finished"
+    np.testing.assert_array_equal(solver.dense_output()([0.0, 1.0]), [[10.0, 10.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("name", NAMES + ["Reversible"])
+def test_dense_output_returns_the_steps_own_values_at_step_ends(name):
+    """``sol.sol(sol.t)`` is ``sol.y`` itself (the polynomial sums to it only to round-off)."""
+    options = dict(base="RadauIIA5", first_step=0.1) if name == "Reversible" else _fixed(name, 0.1)
+    sol = solve_ivp(lambda t, y: np.array([y[1], -4.0 * y[0]]), (0.0, 2.0), [0.0, 2.0], method=name,
+                    dense_output=True, rtol=1e-3, atol=1e-6, **options)
+    assert sol.success
+    np.testing.assert_array_equal(sol.sol(sol.t), sol.y)
+    np.testing.assert_array_equal(sol.sol(sol.t[-1]), sol.y[:, -1])

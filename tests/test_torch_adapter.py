@@ -259,7 +259,10 @@ def test_reversible_memory_does_not_grow_with_steps():
     (dict(method="reversible", options={"coupling": 1.5, "step_size": 0.1}), ValueError, "strictly between 0 and 1"),
     (dict(method="reversible", options={"base": "bdf2", "step_size": 0.1}), ValueError, "one-step"),
     (dict(method="reversible", options={"base": "radau5", "step_size": 0.1}), ValueError, "Did you mean"),
-    (dict(method="ros3p"), ValueError, "vanishes identically"),
+    (dict(method="ros3p", options={"step_t": [1.0]}), ValueError, "adaptive steps"),
+    (dict(method="rodas5p", options={"perturb": True}), ValueError, "jump_t"),
+    (dict(method="rodas5p", options={"step_t": [1.0], "jump_t": torch.tensor([1.0])}), ValueError, "share the time"),
+    (dict(method="rodas5p", options={"jump_t": [float("nan")]}), ValueError, "jump_t contains NaN"),
     (dict(method="rodas5p", options={"max_num_steps": 3}), RuntimeError, "max_num_steps"),
     (dict(method="rodas5p", options={"batch_dims": 3}), ValueError, "batch_dims"),
     (dict(method="rodas5p", options={"jac": "numerical"}), ValueError, "option jac"),
@@ -280,10 +283,13 @@ def test_non_finite_state_dtype_mismatch_and_events_are_reported():
         odeint(lambda s, y: -y / torch.relu(0.5 - s), y0, t, method="backward_euler", options={"step_size": 0.25})
     with pytest.raises(FloatingPointError, match="underflow at t = 0.3"):
         odeint(lambda s, y: -y / torch.relu(0.3 - s), y0, t, method="rodas5p")
-    with pytest.raises(TypeError, match="dtype"):
-        odeint(lambda s, y: -y, y0, t.float(), method="rodas5p")
-    with pytest.raises(NotImplementedError, match="event_fn"):
-        odeint(lambda s, y: -y, y0, t, method="rodas5p", event_fn=lambda s, y: y[0] - 0.5)
+    with pytest.raises(TypeError, match="floating"):
+        odeint(lambda s, y: -y, y0, torch.tensor([0, 1]), method="rodas5p")
+    with pytest.raises(NotImplementedError, match="does not locate events"):
+        odeint(lambda s, y: -y, y0, t, method="reversible", options={"step_size": 0.1},
+               event_fn=lambda s, y: y[0] - 0.5)
+    with pytest.raises(ValueError, match="step_size"):
+        odeint(lambda s, y: -y, y0, t, method="ros3p", event_fn=lambda s, y: y[0] - 0.5)
     with pytest.raises(ValueError, match="shape"):
         odeint(lambda s, y: torch.zeros(3, dtype=F64), y0, t, method="rodas5p")
     with pytest.raises(ValueError, match="method='reversible'"):

@@ -204,3 +204,191 @@ def test_starts_on_a_fast_initial_transient(method):
     assert abs(float(ys[-1, 0]) - np.cos(1.0)) < 1e-6
     tol = 1e-2 if get_method(method).order == 1 else 1e-4  # backward Euler's global error at rtol 1e-6
     assert abs(float(ys[-1, 1]) - exact) < tol, (method, float(ys[-1, 1]), exact)
+
+
+# --- issue 20: the rest of odeint's contract --------------------------------------------------
+ADAPTIVE = [m for m in METHODS if get_method(m).adaptive]
+FIXED_ONLY = [m for m in METHODS if not get_method(m).adaptive]
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "radau_iia5", "kvaerno4", "ros3p"])
+def test_float32_state_with_float64_times_promotes_as_torchdiffeq_does(method):
+    """torchdiffeq keeps times in the promoted dtype and the state in its own: outputs are
+    float32, at the float64 times exactly, and gradients flow."""
+    a = torch.tensor(0.5, requires_grad=True)
+    t = torch.tensor([0.0, 0.1 + 1e-9, 1.0], dtype=F64)   # 0.1 + 1e-9 is no float32
+    ys = torchdiffeq.odeint(lambda s, y: -a * y, torch.ones(2), t, method=method, rtol=1e-5, atol=1e-7,
+                            options=_options(method))
+    assert ys.dtype == torch.float32 and ys.shape == (3, 2)
+    assert torch.allclose(ys[:, 0].double(), torch.exp(-0.5 * t), rtol=1e-4)
+    (g,) = torch.autograd.grad(ys[-1].sum(), a)
+    assert abs(float(g) + 2 * np.exp(-0.5)) < 1e-3
+
+
+@pytest.mark.parametrize("method, options", [(m, {}) for m in FIXED_ONLY] + [("reversible", {"base": "rk4"})])
+def test_fixed_steps_without_step_size_step_on_the_output_grid(method, options):
+    """Like torchdiffeq's fixed-grid solvers: a method without an error estimate takes one step
+    per output interval when no step_size is given."""
+    t = torch.linspace(0.0, 1.0, 41, dtype=F64)
+    f = lambda s, y: -2.0 * y + torch.sin(s)  # noqa: E731
+    solver = adapter.SOLVERS[method](func=f, y0=torch.ones(1, dtype=F64), **options)
+    ys = solver.integrate(t)
+    assert solver.n_steps == 40
+    assert torch.equal(ys, torchdiffeq.odeint(f, torch.ones(1, dtype=F64), t, method=method, options=options))
+    exact = 1.2 * torch.exp(-2 * t) + (2 * torch.sin(t) - torch.cos(t)) / 5
+    assert torch.allclose(ys[:, 0], exact, atol=1e-5), (method, float((ys[:, 0] - exact).abs().max()))
+
+
+def _step_in_time(s, y):
+    """y' = -y + 10 for t >= 0.5 (f jumps there; its left value at 0.5 is -y)."""
+    return -y + torch.where(s >= 0.5, 10.0, 0.0).to(y)
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "radau_iia5", "kvaerno5", "trbdf2"])
+def test_jump_t_lands_on_the_discontinuity_and_restarts_after_it(method):
+    """With jump_t the steps end at 0.5 with f's left value and restart with its right value:
+    the solution is then accurate to the tolerance and costs few steps; without it the
+    controller grinds through the jump."""
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    y0 = torch.ones(1, dtype=F64)
+    exact = np.exp(-1.0) + 10 * (1 - np.exp(-0.5))
+    solvers = {}
+    for key, options in (("jump", {"jump_t": torch.tensor([0.5], dtype=F64)}), ("blind", {})):
+        solver = adapter.SOLVERS[method](func=_step_in_time, y0=y0, rtol=1e-8, atol=1e-10, **options)
+        y1 = solver.integrate(t)[-1, 0]
+        solvers[key] = solver
+        if key == "jump":   # (global error of an order-2 method: within 100 rtol)
+            assert abs(float(y1) - exact) < 100 * 1e-8 * exact, (method, float(y1) - exact)
+    assert solvers["jump"].n_rejected + solvers["jump"].n_steps < solvers["blind"].n_rejected + solvers["blind"].n_steps
+
+
+def test_jump_t_and_step_t_through_odeint_forwards_and_backwards():
+    """torchdiffeq flips step_t / jump_t with the time axis; stops land exactly, and the
+    solution matches the exact one both ways."""
+    seen = []
+
+    class F(torch.nn.Module):
+        def forward(self, s, y):
+            return -y + torch.where(s >= 0.5, 10.0, 0.0).to(y)
+
+        def callback_accept_step(self, t0, y0, dt):
+            seen.append(float(t0 + dt))
+
+    y0 = torch.ones(1, dtype=F64)
+    ys = torchdiffeq.odeint(F(), y0, torch.tensor([0.0, 1.0], dtype=F64), method="rodas5p", rtol=1e-8, atol=1e-10,
+                            options={"jump_t": torch.tensor([0.5], dtype=F64),
+                                     "step_t": torch.tensor([0.25, 0.75], dtype=F64)})
+    assert abs(float(ys[-1, 0]) - (np.exp(-1.0) + 10 * (1 - np.exp(-0.5)))) < 1e-6
+    assert {0.25, 0.5, 0.75} <= set(seen)
+    # backwards from 1 to 0 (torchdiffeq negates time and jump_t): back to y(0) = 1
+    back = torchdiffeq.odeint(_step_in_time, ys[-1], torch.tensor([1.0, 0.0], dtype=F64), method="rodas5p",
+                              rtol=1e-9, atol=1e-11, options={"jump_t": torch.tensor([0.5], dtype=F64)})
+    assert abs(float(back[-1, 0]) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["backward_euler", "ros3p", "gauss_legendre4"])
+def test_perturb_with_fixed_steps_sees_each_side_of_jumps_at_the_outputs(method):
+    """perturb=True: each fixed step sees f just inside its ends, so a jump at an output time
+    (here 0.5, where f's value is the right one) costs the step before it nothing."""
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    exact = np.exp(-1.0) + 10 * (1 - np.exp(-0.5))
+    plain = torchdiffeq.odeint(_step_in_time, torch.ones(1, dtype=F64), t, method=method,
+                               options={"step_size": 1 / 64})
+    nudged = torchdiffeq.odeint(_step_in_time, torch.ones(1, dtype=F64), t, method=method,
+                                options={"step_size": 1 / 64, "perturb": True})
+    # a stage at the step's end (c = 1) saw f's right value at 0.5; interior stages never do
+    nudged_error, plain_error = (abs(float(ys[1, 0]) - np.exp(-0.5)) for ys in (nudged, plain))
+    assert nudged_error < plain_error if method != "gauss_legendre4" else nudged_error == plain_error
+    assert abs(float(nudged[-1, 0]) - exact) < {1: 0.1, 2: 1e-2}.get(get_method(method).order, 1e-4)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_step_callbacks_are_called_as_torchdiffeq_calls_them(method):
+    """callback_step before every attempt, callback_accept_step / callback_reject_step after
+    it, each with (t0, y0, dt) in the user's shape; no "does not support callbacks" warning."""
+    calls = {"step": [], "accept": [], "reject": []}
+
+    class F(torch.nn.Module):
+        def forward(self, s, y):
+            return torch.stack([y[1], 1e3 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+        def callback_step(self, t0, y0, dt):
+            calls["step"].append((float(t0), tuple(y0.shape), float(dt)))
+
+        def callback_accept_step(self, t0, y0, dt):
+            calls["accept"].append((float(t0), tuple(y0.shape), float(dt)))
+
+        def callback_reject_step(self, t0, y0, dt):
+            calls["reject"].append((float(t0), tuple(y0.shape), float(dt)))
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        torchdiffeq.odeint(F(), torch.tensor([2.0, 0.0], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                           method=method, rtol=1e-5, atol=1e-8)
+    assert len(calls["step"]) == len(calls["accept"]) + len(calls["reject"]) > 0
+    assert calls["accept"][0][0] == 0.0 and all(c[1] == (2,) for c in calls["step"])
+    ends = [t0 + dt for t0, _, dt in calls["accept"]]
+    assert ends[-1] == pytest.approx(1.0, abs=1e-12)
+    assert [t0 for t0, _, _ in calls["accept"][1:]] == pytest.approx(ends[:-1], abs=1e-15)
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "radau_iia5", "kvaerno5", "rosenbrock23", "sdirk2", "ros3p"])
+def test_event_fn_finds_the_event_on_the_dense_output_with_gradients(method):
+    """odeint_event on a falling ball with drag: the event time to the tolerance, and its
+    gradient (through torchdiffeq's implicit-function rerouting, which needs the state at the
+    event to carry the step's gradient) against the exact derivative."""
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+
+    def f(s, y):   # height and velocity; the velocity relaxes to -g / k
+        return torch.stack([y[1], -9.81 - k * y[1]])
+
+    def hits_ground(s, y):
+        return y[0]
+
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    options = {"step_size": 1e-3} if method == "ros3p" else None
+    t_event, ys = torchdiffeq.odeint_event(f, y0, torch.tensor(0.0, dtype=F64), event_fn=hits_ground,
+                                           method=method, rtol=1e-9, atol=1e-11, options=options)
+    from scipy.optimize import brentq
+
+    def height(s, kv):
+        return 10.0 - 9.81 / kv * s + 9.81 / kv**2 * (1 - np.exp(-kv * s))
+
+    exact = brentq(height, 0.1, 10.0, args=(0.7,), xtol=1e-14)
+    assert abs(float(t_event) - exact) < 1e-6, (method, float(t_event) - exact)
+    assert abs(float(ys[-1, 0])) < 1e-6
+    (g,) = torch.autograd.grad(t_event, k)
+    dk = 1e-6
+    exact_g = (brentq(height, 0.1, 10.0, args=(0.7 + dk,), xtol=1e-14)
+               - brentq(height, 0.1, 10.0, args=(0.7 - dk,), xtol=1e-14)) / (2 * dk)
+    assert abs(float(g) - exact_g) < 1e-5 * abs(exact_g), (method, float(g), exact_g)
+
+
+@pytest.mark.parametrize("method", ["ros3p", "radau_iia5"])
+def test_grid_constructor_steps_on_its_grid_and_the_outputs(method):
+    """torchdiffeq's fixed-grid option: steps on grid_constructor(func, y0, t), with the output
+    times added (outputs are step ends here, not interpolated); exclusive with step_size."""
+    seen = []
+
+    class F(torch.nn.Module):
+        def forward(self, s, y):
+            return -2.0 * y
+
+        def callback_accept_step(self, t0, y0, dt):
+            seen.append(round(float(t0 + dt), 12))
+
+    def grid(func, y0, t):
+        assert isinstance(func, torch.nn.Module) and y0.shape == (2,)
+        return torch.linspace(float(t[0]), float(t[-1]), 9, dtype=t.dtype)
+
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    ys = torchdiffeq.odeint(F(), torch.ones(2, dtype=F64), t, method=method, options={"grid_constructor": grid})
+    assert seen == sorted({0.125, 0.25, 0.3, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0})
+    assert torch.allclose(ys[:, 0], torch.exp(-2 * t), rtol=5e-3)
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        torchdiffeq.odeint(F(), torch.ones(2, dtype=F64), t, method=method,
+                           options={"grid_constructor": grid, "step_size": 0.1})
+    with pytest.raises(ValueError, match="t\\[0\\] to t\\[-1\\]"):
+        torchdiffeq.odeint(F(), torch.ones(2, dtype=F64), t, method=method,
+                           options={"grid_constructor": lambda f, y0, t: torch.tensor([0.0, 0.5], dtype=F64)})

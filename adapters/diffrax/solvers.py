@@ -34,25 +34,47 @@ from .interpolation import PolynomialInterpolation
 
 
 def _flat_field(terms, args, y0):
-    """f on raveled states in diffrax's solver time, and the unravel function.
+    """f on the solver's flat real state in diffrax's solver time, that state, and the
+    function back to y0's structure.
 
-    diffrax integrates t1 < t0 as t -> -t, wrapping the term so that ``vf`` takes the
-    solver's time; the solution's derivative in that time is ``contr(0, 1) * vf`` (the
-    control over one unit of solver time: +1, or -1 when wrapped for backwards time)."""
-    flat, unravel = ravel_pytree(y0)
-    direction = jnp.asarray(terms.contr(0.0, 1.0), dtype=flat.dtype)
+    diffrax integrates t1 < t0 as t -> -t, wrapping the term (and BacksolveAdjoint wraps it in
+    its adjoint system); the derivative in solver time is ``vf_prod`` with the control of one
+    unit of it.  A complex state is carried as its real and imaginary parts, so Newton's
+    Jacobians, the error norm and every method's arithmetic stay real (and f need not be
+    holomorphic)."""
+    flat, unravel_y = ravel_pytree(y0)
+    unit = terms.contr(0.0, 1.0)
+    if jnp.iscomplexobj(flat):
+        n = flat.size
+        as_real = lambda v: jnp.concatenate([v.real, v.imag])  # noqa: E731
+        unravel = lambda w: unravel_y(jax.lax.complex(w[:n], w[n:]))  # noqa: E731
+    else:
+        as_real, unravel = (lambda v: v), unravel_y
 
     def f(t, v):
-        return ravel_pytree(terms.vf(t, unravel(v), args))[0].astype(flat.dtype) * direction
+        return as_real(ravel_pytree(terms.vf_prod(t, unravel(v), args, unit))[0].astype(flat.dtype))
 
-    return f, flat, unravel
+    return f, as_real(flat), unravel
+
+
+def _check_ode_term(terms) -> None:
+    """Refuse what is not an ODE (a ControlTerm's Brownian increments, a MultiTerm): these are
+    ODE solvers, and diffrax's wrappers (backwards time, BacksolveAdjoint) hold an ODETerm."""
+    inner = terms
+    while not isinstance(inner, diffrax.ODETerm) and hasattr(inner, "term"):
+        inner = inner.term
+    if not isinstance(inner, diffrax.ODETerm):
+        raise ValueError(f"stiffcore's diffrax solvers integrate ODEs: terms must be a diffrax.ODETerm, got "
+                         f"{type(terms).__name__}")
 
 
 class _CatalogueSolver(diffrax.AbstractSolver):
     """Shared by every catalogue solver: orders from the catalogue, FSAL state, dense output."""
 
     method_id: ClassVar[str] = ""
-    term_structure: ClassVar = diffrax.ODETerm
+    # any term, as diffrax's own implicit solvers take (BacksolveAdjoint wraps the ODETerm);
+    # init refuses what is not an ODE
+    term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = PolynomialInterpolation
     #: With an own continuous extension and a step-size controller: accept a step only when the
     #: output between its ends (SaveAt(ts), dense) meets the tolerance too; one extra f per step.
@@ -77,6 +99,7 @@ class _CatalogueSolver(diffrax.AbstractSolver):
         return method.error_order + 1 if method.adaptive else None
 
     def init(self, terms, t0, t1, y0, args):
+        _check_ode_term(terms)
         f, flat, _ = _flat_field(terms, args, y0)
         # no step size can repair a non-finite y0: say so (a controller would shrink h to max_steps)
         flat = eqx.error_if(flat, ~jnp.all(jnp.isfinite(flat)), "y0 has non-finite (nan or inf) values")

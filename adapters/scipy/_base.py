@@ -50,20 +50,36 @@ class StepResult:
     newton_iterations: int = 0
 
 
-class PolynomialDense(DenseOutput):
-    """y(t_old + theta h) = y_old + sum_k coeffs[k] theta^(k+1)."""
+def exact_at_step_end(out, t, t_end, y_end):
+    """``out`` (a dense output's values at times ``t``) with the step's own ``y_end`` where t is
+    the step's end: a polynomial sums to it only to round-off (1e-12 relative seen on a
+    linear problem), and ``OdeSolution(t_i)`` must return ``y_i`` itself, as SciPy's do."""
+    if np.ndim(t) == 0:
+        return y_end.copy() if t == t_end else out
+    at_end = np.asarray(t) == t_end
+    if at_end.any():
+        out = out.copy()
+        out[:, at_end] = y_end[:, None]
+    return out
 
-    def __init__(self, t_old, t, y_old, coeffs) -> None:
+
+class PolynomialDense(DenseOutput):
+    """y(t_old + theta h) = y_old + sum_k coeffs[k] theta^(k+1), and exactly ``y_new`` at the
+    step's end when given."""
+
+    def __init__(self, t_old, t, y_old, coeffs, y_new=None) -> None:
         super().__init__(t_old, t)
         self.h = t - t_old
         self.y_old = y_old
         self.coeffs = coeffs
+        self.y_new = y_new
 
     def _call_impl(self, t):
         theta = (np.atleast_1d(t) - self.t_old) / self.h
         powers = theta[None, :] ** np.arange(1, self.coeffs.shape[0] + 1)[:, None]
         out = self.y_old[:, None] + self.coeffs.T @ powers
-        return out[:, 0] if np.ndim(t) == 0 else out
+        out = out[:, 0] if np.ndim(t) == 0 else out
+        return out if self.y_new is None else exact_at_step_end(out, t, self.t, self.y_new)
 
 
 def hermite_coeffs(h, y_old, y_new, f_old, f_new) -> np.ndarray:
@@ -124,8 +140,9 @@ class StiffSolver(OdeSolver):
         self.n_accepted = self.n_rejected = self.n_failed = 0
         self.last: StepResult | None = None
         self._setup()
-        if first_step is None and t_bound == t0:
-            self.h_abs = 0.0  # a zero-length span: OdeSolver.step finishes at once, as SciPy's solvers do
+        if t_bound == t0 or self.n == 0:
+            # a zero-length span or an empty state: OdeSolver.step finishes at once, as SciPy's solvers do
+            self.h_abs = 0.0
         elif first_step is None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 self.h_abs = select_initial_step(self.fun, t0, self.y, t_bound, self.max_step, self.f,
@@ -275,7 +292,7 @@ class StiffSolver(OdeSolver):
 
     def _dense_output_impl(self):
         return PolynomialDense(self.t_old, self.t, self.y_old,
-                               self._extension(self.t - self.t_old, self.y_old, self.f_old, self.last))
+                               self._extension(self.t - self.t_old, self.y_old, self.f_old, self.last), self.y)
 
     @staticmethod
     def _extension(h, y, f, result):

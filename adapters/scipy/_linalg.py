@@ -16,6 +16,15 @@ from scipy.sparse.linalg import splu
 from scipy.integrate._ivp.common import num_jac
 
 
+#: Upper bound on ``num_jac``'s per-column increment factors.  ``num_jac`` raises a column's
+#: factor tenfold whenever its difference is lost in round-off and has no upper bound; SciPy's
+#: Radau and BDF call it rarely, but a Rosenbrock method calls it every step, so a column that
+#: f does not depend on for a while (MEDAKZO's v_j while u_j = 0) reached 1e308 after ~300
+#: steps and the next increment overflowed.  eps^(1/4) keeps an increment that still resolves a
+#: derivative (a quarter of the digits) once the column matters again.
+NUM_JAC_MAX_FACTOR = np.finfo(float).eps ** 0.25
+
+
 class SingularMatrixError(ArithmeticError):
     """The Newton or Rosenbrock matrix is singular to working precision."""
 
@@ -65,7 +74,8 @@ class Jacobian:
         if self.callable is not None:
             J = self.callable(t, y)
             return csc_matrix(J, dtype=float) if self.sparse else np.asarray(J, dtype=float)
-        J, self.factor = num_jac(self._counted, t, y, f, s.atol, self.factor, self.sparsity)
+        J, factor = num_jac(self._counted, t, y, f, s.atol, self.factor, self.sparsity)
+        self.factor = np.minimum(factor, NUM_JAC_MAX_FACTOR)
         return J
 
     def _counted(self, t, Y):

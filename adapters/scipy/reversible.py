@@ -22,7 +22,7 @@ from stiffcore.reversible import (
 )
 from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
-from ._base import PolynomialDense, StepResult, StiffSolver, hermite_coeffs
+from ._base import PolynomialDense, StepResult, StiffSolver, exact_at_step_end, hermite_coeffs
 
 
 @dataclass
@@ -38,14 +38,14 @@ class ReversibleDense(DenseOutput):
     """y between t_old and t: :func:`~stiffcore.reversible.reversible_output` on the base's
     dense output ``base`` of its forward step from ``z_old``."""
 
-    def __init__(self, base: DenseOutput, y_old, z_old, coupling) -> None:
+    def __init__(self, base: DenseOutput, y_old, z_old, coupling, y_new) -> None:
         super().__init__(base.t_old, base.t)
-        self.base, self.gap, self.coupling = base, y_old - z_old, coupling
+        self.base, self.gap, self.coupling, self.y_new = base, y_old - z_old, coupling, y_new
 
     def _call_impl(self, t):
         theta = (np.asarray(t) - self.t_old) / (self.t - self.t_old)
         gap = self.gap if np.ndim(t) == 0 else self.gap[:, None]  # a column against a vector of times
-        return reversible_output(self.base(t), theta, gap, self.coupling)
+        return exact_at_step_end(reversible_output(self.base(t), theta, gap, self.coupling), t, self.t, self.y_new)
 
 
 class Reversible(StiffSolver):
@@ -115,4 +115,5 @@ class Reversible(StiffSolver):
         # the base's own extension, or cubic Hermite on its forward step (one f call, on demand)
         coeffs = forward.dense if forward.dense is not None else hermite_coeffs(
             h, z_old, forward.y, self.fun(self.t_old, z_old), forward.f)
-        return ReversibleDense(PolynomialDense(self.t_old, self.t, z_old, coeffs), self.y_old, z_old, self.coupling)
+        return ReversibleDense(PolynomialDense(self.t_old, self.t, z_old, coeffs), self.y_old, z_old, self.coupling,
+                               self.y)

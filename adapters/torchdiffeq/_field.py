@@ -8,6 +8,7 @@ matrix per batch element, factorised together by ``torch.linalg.lu_factor``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -48,7 +49,35 @@ class VectorField:
         self._probed = False
         self._parameters_need_grad = True   # until _probe looks: func's own tensors may need grad
         self._time_dependent = None
+        self._after = self._before = None   # the discontinuities the current step lies between
         self.nfev = self.njev = 0
+
+    @contextlib.contextmanager
+    def between(self, after=None, before=None):
+        """Evaluations at or before ``after`` see f just after it, those at or beyond ``before``
+        see f just before it (the time one ulp inside, in the state's dtype, as torchdiffeq's
+        ``perturb``): a step between discontinuities (``jump_t``, ``perturb=True``) never
+        evaluates f on their far side, even a stage whose node lies beyond the step (Kvaerno4/5)."""
+        self._after, self._before = after, before
+        try:
+            yield
+        finally:
+            self._after = self._before = None
+
+    def _time(self, t, like: torch.Tensor):
+        """t, moved one ulp inside the window set by :meth:`between` where it touches an end."""
+        if self._before is not None and bool(t >= self._before):
+            return _nudge(self._before, like.dtype, -1.0)
+        if self._after is not None and bool(t <= self._after):
+            return _nudge(self._after, like.dtype, 1.0)
+        return t
+
+    def _evaluate(self, t, y: torch.Tensor) -> torch.Tensor:
+        return self.func(self._time(t, y), y.reshape(self.shape))
+
+    def callback(self, name: str):
+        """torchdiffeq's step callback ``name`` set on func (a no-op when there is none)."""
+        return getattr(self.func, name, _no_callback)
 
     def flat(self, y: torch.Tensor) -> torch.Tensor:
         return y.reshape(self.batch, self.n)
@@ -59,7 +88,7 @@ class VectorField:
     def __call__(self, t, y: torch.Tensor) -> torch.Tensor:
         """f on the (B, n) layout."""
         self.nfev += 1
-        out = self.func(t, y.reshape(self.shape))
+        out = self._evaluate(t, y)
         if not isinstance(out, torch.Tensor) or out.shape != self.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"func(t, y) must return a tensor of the state's shape {tuple(self.shape)}, got {got}")
@@ -85,7 +114,7 @@ class VectorField:
         self.nfev += 1
         if self.adjoint is not None:
             return self.adjoint.time_derivative(t, y)
-        _, f_t = torch.func.jvp(lambda tt: self.func(tt, y.reshape(self.shape)), (t,), (torch.ones_like(t),))
+        _, f_t = torch.func.jvp(lambda tt: self._evaluate(tt, y), (t,), (torch.ones_like(t),))
         return f_t.reshape(self.batch, self.n)
 
     def jacobian(self, t, y: torch.Tensor):
@@ -161,3 +190,13 @@ class VectorField:
                 e[:, j] = step[:, j]
                 cols.append((self(t, y + e) - f0) / step[:, j:j + 1])
             return torch.stack(cols, dim=-1)
+
+
+def _no_callback(*args, **kwargs) -> None:
+    return None
+
+
+def _nudge(t: torch.Tensor, dtype: torch.dtype, direction: float) -> torch.Tensor:
+    """t one ulp of ``dtype`` towards ``direction``, its gradient passed through unchanged."""
+    t = t.to(dtype)
+    return t + (torch.nextafter(t, t + direction) - t).detach()

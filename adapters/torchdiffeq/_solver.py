@@ -18,11 +18,16 @@ import torch
 
 from stiffcore.catalogue import get_method
 
+from stiffcore.catalogue.dense import HERMITE, dense_matrix
+
 from ._field import VectorField
 from ._steps import Point, StepFailure, stepper
 
 OPTIONS = ("first_step", "step_size", "max_num_steps", "jac", "batch_dims", "newton_tol", "autonomous",
-           "safety", "ifactor", "dfactor", "norm")
+           "safety", "ifactor", "dfactor", "norm", "step_t", "jump_t", "perturb", "grid_constructor")
+#: torchdiffeq's step callbacks, set on func by odeint: (t0, y0, dt) before each attempt,
+#: after an accepted one, after a rejected one
+CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
 
 
 def _rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +56,15 @@ class StiffSolver:
     Options (``odeint(..., options={...})``):
 
     ``step_size``: fixed steps; each output interval is split into the fewest equal steps
-    no longer than it.  Required for methods without an embedded estimate.
+    no longer than it.  Methods without an embedded estimate take one step per output
+    interval when it is not given (as torchdiffeq's fixed-grid solvers step on ``t``).
+    ``grid_constructor``: fixed steps on ``grid_constructor(func, y0, t)`` (torchdiffeq's
+    fixed-grid option; it must start at t[0] and end at t[-1]), plus the output times.
+    ``perturb``: with fixed steps, each step evaluates f just after its start and just before
+    its end (torchdiffeq's ``perturb``), for an f that jumps at the output times.
+    ``step_t``, ``jump_t``: adaptive steps land on these times; at a ``jump_t`` f is
+    discontinuous, so the step ending there sees f just before it and the next one starts from
+    f just after it (stages beyond a step's end, Kvaerno4/5's, are held just before the jump).
     ``first_step``: the first adaptive step (default: Hairer's starting-step heuristic).
     ``max_num_steps``: attempted steps before giving up (default 2**31 - 1).
     ``jac``: ``"autodiff"`` (default, ``torch.func.jacrev``), ``"finite_difference"`` or a
@@ -94,9 +107,21 @@ class StiffSolver:
         self.newton_tol = (max(10 * eps / max(min_rtol, eps), min(0.03, min_rtol ** 0.5)) if newton_tol is None
                            else _positive("newton_tol", newton_tol))
         self.stepper = self._make_stepper(options)
-        if self.step_size is None and self._error_order() is None:
-            raise ValueError(f"method {self.method_id!r} takes fixed steps ({self.method.fixed_steps_reason}); "
-                             "give them with options={'step_size': h}")
+        self.grid_constructor = options.get("grid_constructor")
+        if self.grid_constructor is not None and (self.step_size is not None or not callable(self.grid_constructor)):
+            raise ValueError("option grid_constructor must be a callable grid_constructor(func, y0, t), and "
+                             "step_size and grid_constructor are mutually exclusive")
+        # fixed steps of step_size or on a grid, or (a method without an estimate) one per output interval
+        self.fixed = self.step_size is not None or self.grid_constructor is not None or self._error_order() is None
+        self.perturb = bool(options.get("perturb", False))
+        self._stops_given = {name: options.get(name) for name in ("step_t", "jump_t")
+                             if options.get(name) is not None}
+        if self.fixed and self._stops_given:
+            raise ValueError(f"options {sorted(self._stops_given)} place adaptive steps; with fixed steps put those "
+                             "times in t (steps land on every output time) and pass perturb=True for jumps")
+        if self.perturb and not self.fixed:
+            raise ValueError("option perturb applies to fixed steps; adaptive steps take the discontinuities of f "
+                             "as options={'jump_t': times}")
         self.n_steps = self.n_rejected = 0
 
     @classmethod
@@ -105,7 +130,7 @@ class StiffSolver:
 
     @classmethod
     def valid_callbacks(cls) -> set:
-        return set()
+        return set(CALLBACKS)
 
     # --- set-up -------------------------------------------------------------------------
     def _method(self, options):
@@ -150,23 +175,96 @@ class StiffSolver:
         return self.atol + self.rtol * y.abs()
 
     # --- the step loop --------------------------------------------------------------------
-    def integrate_until_event(self, t0, event_fn):
-        raise NotImplementedError(f"method {self.method_id!r} does not support event_fn; integrate to a time grid "
-                                  "and locate the event from the outputs")
-
     def integrate(self, t: torch.Tensor) -> torch.Tensor:
-        self._check_times(t)
-        state = self._start(t[0], self.field.flat(self.y0))
-        if self.step_size is None:
-            self.h = self._initial_step(state, t) if self.first_step is None else torch.as_tensor(
-                self.first_step, dtype=self.dtype, device=self.device)
+        t = self._check_times(t)
+        state = self._begin(t[0], t[-1] - t[0])
+        self._grid = self._grid_points(t)
         out = [self.y0]
         for i in range(1, len(t)):
-            state = (self._fixed if self.step_size is not None else self._adaptive)(state, t[i])
+            state = (self._fixed if self.fixed else self._adaptive)(state, t[i])
             out.append(self.field.unflat(state.y))
             self._on_output(state)
         self.final_state = state
         return torch.stack(out)
+
+    def integrate_until_event(self, t0, event_fn):
+        """(event time, stack of y0 and y there), torchdiffeq's event contract: steps until
+        ``event_fn(t, y)`` changes sign between two step ends, then bisects the method's own
+        continuous extension of that step (:mod:`stiffcore.catalogue.dense`) for the root, to a
+        few ulps of t.  The state at the event carries the step's gradient, and
+        ``torchdiffeq.odeint_event`` adds the event time's own (implicit function theorem)."""
+        if self.fixed and self.step_size is None:
+            raise ValueError(f"method {self.method_id!r} takes fixed steps: event handling needs "
+                             "options={'step_size': h}")
+        if self.grid_constructor is not None:
+            raise ValueError("event handling takes fixed steps of options={'step_size': h}, not a grid_constructor")
+        t0 = self._check_times(torch.as_tensor(t0).reshape(1))[0]
+        state = self._begin(t0, None)
+        self._grid = None
+        with torch.no_grad():
+            sign0 = torch.sign(event_fn(t0, self.y0))
+        step_to = self._fixed_step if self.fixed else self._accepted_step
+        while True:
+            previous = state
+            state, step = step_to(state)
+            with torch.no_grad():
+                crossed = bool(torch.sign(event_fn(state.t, self.field.unflat(state.y))) != sign0)
+            if crossed:
+                break
+        extension = self._extension(previous, state, step)
+        with torch.no_grad():
+            lo, hi = previous.t, state.t
+            ulps = 4 * torch.finfo(self.t_dtype).eps * torch.maximum(lo.abs(), hi.abs()).clamp(min=1.0)
+            for _ in range(max(1, math.ceil(math.log2(float((hi - lo) / ulps))))):
+                mid = (lo + hi) / 2
+                same = torch.sign(event_fn(mid, extension(mid))) == sign0
+                lo, hi = torch.where(same, mid, lo), torch.where(same, hi, mid)
+            event_t = hi   # the first time found on the event's far side
+        self.final_state = state
+        return event_t, torch.stack([self.y0, extension(event_t)])
+
+    def _begin(self, t0, span):
+        """The first state, and the first step size for adaptive steps (``span`` None: unbounded)."""
+        state = self._start(t0, self.field.flat(self.y0))
+        self._stops = self._sorted_stops(t0)
+        self._after_jump = None
+        if not self.fixed:
+            self.h = self._initial_step(state, span) if self.first_step is None else torch.as_tensor(
+                self.first_step, dtype=self.t_dtype, device=self.device)
+        return state
+
+    def _sorted_stops(self, t0) -> list:
+        """(time, is a jump) for the step_t and jump_t times after t0, in order."""
+        stops = []
+        for name, times in self._stops_given.items():
+            times = torch.as_tensor(times, dtype=self.t_dtype, device=self.device).reshape(-1)
+            if not bool(torch.all(torch.isfinite(times))):
+                raise ValueError(f"option {name} contains NaN or inf")
+            stops += [(v, name == "jump_t") for v in times[times > t0].unbind()]
+        stops.sort(key=lambda stop: float(stop[0]))
+        for (a, _), (b, _) in zip(stops, stops[1:]):
+            if bool(a == b):
+                raise ValueError(f"step_t and jump_t share the time {float(a):.6g}; give each time once")
+        return stops
+
+    def _extension(self, before, after, step):
+        """t -> y(t) on the (user's) state shape between two step ends: the method's own
+        continuous extension, or cubic Hermite where it has none."""
+        h = after.t - before.t
+        D = dense_matrix(self.method)
+        if D is None or step.increments is None:
+            D, increments = HERMITE, torch.stack([after.y - before.y, h.to(self.dtype) * before.f,
+                                                 h.to(self.dtype) * after.f])
+        else:
+            increments = step.increments()
+        coeffs = torch.tensordot(torch.as_tensor(D, dtype=self.dtype, device=self.device), increments, dims=1)
+
+        def at(t):
+            theta = ((t - before.t) / h).to(self.dtype)
+            powers = theta ** torch.arange(1, coeffs.shape[0] + 1, dtype=self.dtype, device=self.device)
+            return self.field.unflat(before.y + torch.tensordot(powers, coeffs, dims=1))
+
+        return at
 
     def _on_step(self, state) -> None:
         """Called after every accepted step (the reversible solver records step times here)."""
@@ -174,18 +272,21 @@ class StiffSolver:
     def _on_output(self, state) -> None:
         """Called when a step lands on an output time."""
 
-    def _check_times(self, t) -> None:
+    def _check_times(self, t) -> torch.Tensor:
+        """t in the time dtype: torchdiffeq's promotion of t's and y0's dtypes (float32 y0 with
+        float64 t keeps float64 times, so outputs land on t exactly, and a float32 state)."""
         if not isinstance(t, torch.Tensor) or t.ndim != 1 or len(t) < 1:
             raise ValueError("t must be a 1-D tensor of output times")
-        if t.dtype != self.dtype:
-            raise TypeError(f"t has dtype {t.dtype} but y0 has {self.dtype}; pass t.to(y0.dtype) so output times "
-                            "are not rounded silently")
+        if not torch.is_floating_point(t):
+            raise TypeError(f"t must be a floating-point tensor, got {t.dtype}")
+        self.t_dtype = torch.promote_types(t.dtype, self.dtype)
         if t.device != self.device:
             raise ValueError(f"t is on {t.device} but y0 is on {self.device}; move them to one device")
         if not bool(torch.all(torch.isfinite(t))):
             raise ValueError("t contains NaN or inf")
         if len(t) > 1 and not bool(torch.all(t[1:] > t[:-1])):
             raise ValueError("t must be strictly monotonic")
+        return t.to(self.t_dtype)
 
     def _start(self, t0, y0):
         point = Point(self.field, t0, y0)
@@ -193,12 +294,13 @@ class StiffSolver:
         return point
 
     def _attempt(self, state, h):
-        """(new state, error estimate or None) for a step of size h from ``state``."""
-        step = self.stepper.step(state, h)
+        """(new state, the step) for a step of size h from ``state`` (h in the time dtype; the
+        stages take it in the state's)."""
+        step = self.stepper.step(state, h.to(self.dtype))
         self._check_finite(step.y, state.t, "the step produced", failure=True)
         new = Point(self.field, state.t + h, step.y)
         self._check_finite(new.f, new.t, "func returned", failure=True)
-        return new, step.error
+        return new, step
 
     @staticmethod
     def _land(state, t):
@@ -219,80 +321,141 @@ class StiffSolver:
                                f"(method {self.method_id!r}); raise it or loosen rtol/atol")
 
     def _fixed(self, state, t_next):
-        n = max(1, math.ceil(float((t_next - state.t) / self.step_size) * (1 - 1e-12)))
+        if self._grid is not None:   # the grid's points up to t_next, then t_next itself
+            while self._grid and bool(self._grid[0] <= state.t):
+                self._grid.pop(0)
+            while self._grid and bool(self._grid[0] < t_next):
+                state, _ = self._fixed_step(state, self._grid.pop(0))
+            return self._fixed_step(state, t_next)[0]
+        n = 1 if self.step_size is None else max(1, math.ceil(float((t_next - state.t) / self.step_size) * (1 - 1e-12)))
         h = (t_next - state.t) / n
         for k in range(n):
-            t_from = state.t
-            self._count_step(t_from)
-            h_k = t_next - t_from if k == n - 1 else h
-            try:
-                state, _ = self._attempt(state, h_k)
-            except StepFailure as failure:
-                raise FloatingPointError(f"fixed step from t = {float(t_from):.6g} to {float(t_from + h_k):.6g} "
-                                         f"failed: {failure}") from None
-            if k == n - 1:
-                state = self._land(state, t_next)
-            self.n_steps += 1
-            self._on_step(state)
+            state, _ = self._fixed_step(state, t_next if k == n - 1 else state.t + h)
         return state
 
+    def _grid_points(self, t) -> list | None:
+        """The grid_constructor's points as a list of times (None without one)."""
+        if self.grid_constructor is None:
+            return None
+        grid = torch.as_tensor(self.grid_constructor(self.field.func, self.y0, t)).to(self.t_dtype).reshape(-1)
+        if grid.numel() < 2 or bool(grid[0] != t[0]) or bool(grid[-1] != t[-1]) or not bool(
+                torch.all(grid[1:] > grid[:-1])):
+            raise ValueError("grid_constructor(func, y0, t) must return increasing times from t[0] to t[-1]")
+        return list(grid.unbind())
+
+    def _fixed_step(self, state, t_to=None):
+        """One fixed step, to ``t_to`` (default: step_size on); (state, step)."""
+        t_from = state.t
+        h = self.step_size if t_to is None else t_to - t_from
+        h = torch.as_tensor(h, dtype=self.t_dtype, device=self.device)
+        self._count_step(t_from)
+        self.field.callback("callback_step")(t_from, self.field.unflat(state.y), h)
+        try:
+            # perturb: f is evaluated just inside the step at both ends
+            with self.field.between(*((t_from, t_from + h) if self.perturb else (None, None))):
+                new, step = self._attempt(state, h)
+        except StepFailure as failure:
+            raise FloatingPointError(f"fixed step from t = {float(t_from):.6g} to {float(t_from + h):.6g} "
+                                     f"failed: {failure}") from None
+        if t_to is not None:
+            new = self._land(new, t_to)
+        if self.perturb:   # the next step starts from f just after this one's end
+            new = self._restart(new)
+        self.field.callback("callback_accept_step")(t_from, self.field.unflat(state.y), h)
+        self.h = h
+        self.n_steps += 1
+        self._on_step(new)
+        return new, step
+
     def _adaptive(self, state, t_next):
-        q = self._error_order()
-        reason = ""
         while bool(state.t < t_next):
+            state, _ = self._accepted_step(state, t_next)
+        return state
+
+    def _next_stop(self, t, t_next):
+        """(where the next step must end at the latest, whether f jumps there)."""
+        while self._stops and bool(self._stops[0][0] <= t):
+            self._stops.pop(0)
+        if self._stops and (t_next is None or bool(self._stops[0][0] <= t_next)):
+            return self._stops[0]
+        return t_next, False
+
+    def _accepted_step(self, state, t_next=None):
+        """Attempts from ``state`` until one is accepted, never past ``t_next`` (None: no
+        bound) or the next step_t / jump_t; (state, step)."""
+        q = self._error_order()
+        target, jump = self._next_stop(state.t, t_next)
+        reason = ""
+        while True:
             t = state.t
             self._count_step(t)
             h = self.h
-            landing = bool(t + 1.01 * h >= t_next)
+            landing = target is not None and bool(t + 1.01 * h >= target)
             if landing:
-                h = t_next - t
+                h = target - t
             # a few ulps of t, as SciPy's solvers bound it (at t = 0 a step of 1e-15 is fine: a
             # first-order estimate needs it on a 1e-12 transient); a NaN h fails too
-            finfo = torch.finfo(self.dtype)
+            finfo = torch.finfo(self.t_dtype)
             if not bool(h > 8 * finfo.eps * torch.clamp(t.abs(), min=finfo.tiny)):
                 raise FloatingPointError(f"step size underflow at t = {float(t):.6g} (h = {float(h):.3g}, method "
                                          f"{self.method_id!r}){': ' + reason if reason else ''}")
+            y_user = self.field.unflat(state.y)
+            self.field.callback("callback_step")(t, y_user, h)
             try:
-                new, error = self._attempt(state, h)
-                with torch.no_grad():  # step sizes are not differentiated: the step sequence is data
-                    ratio = self.norm(self.field.unflat(error / torch.maximum(
-                        self._scale(state.y.detach()), self._scale(new.y.detach()))))
+                with self.field.between(self._after_jump, target if landing and jump else None):
+                    new, step = self._attempt(state, h)
+                    with torch.no_grad():  # step sizes are not differentiated: the step sequence is data
+                        ratio = self.norm(self.field.unflat(step.error / torch.maximum(
+                            self._scale(state.y.detach()), self._scale(new.y.detach()))))
                 if not bool(torch.isfinite(ratio)):
                     raise StepFailure(f"non-finite error estimate at t = {float(t):.6g}", 0.25)
             except StepFailure as failure:
                 reason = str(failure)
                 self.n_rejected += 1
+                self.field.callback("callback_reject_step")(t, y_user, h)
                 self.h = h * failure.shrink
                 continue
             exponent = -1.0 / (q + 1)
             if bool(ratio <= 1):
+                self.field.callback("callback_accept_step")(t, y_user, h)
                 factor = torch.clamp(self.safety * ratio.clamp(min=1e-10) ** exponent, self.dfactor, self.ifactor)
                 proposal = h * factor
                 self.h = torch.maximum(proposal, self.h) if landing else proposal
-                state = self._land(new, t_next) if landing else new
+                self._after_jump = None
+                if landing:
+                    new = self._land(new, target)
+                    if jump:   # f jumps here: the next step starts from f just after it
+                        new, self._after_jump = self._restart(new), new.t
                 self.n_steps += 1
-                self._on_step(state)
-            else:
-                self.n_rejected += 1
-                reason = f"error estimate {float(ratio):.3g} times the tolerance"
-                self.h = h * torch.clamp(self.safety * ratio ** exponent, self.dfactor, 1.0)
-        return state
+                self._on_step(new)
+                return new, step
+            self.n_rejected += 1
+            self.field.callback("callback_reject_step")(t, y_user, h)
+            reason = f"error estimate {float(ratio):.3g} times the tolerance"
+            self.h = h * torch.clamp(self.safety * ratio ** exponent, self.dfactor, 1.0)
 
-    def _initial_step(self, state, t) -> torch.Tensor:
-        """Hairer, Norsett & Wanner I (II.4): a first step from two f evaluations."""
+    def _restart(self, state):
+        """``state`` with f evaluated just after its time (past a discontinuity of f)."""
+        with self.field.between(after=state.t):
+            return Point(self.field, state.t, state.y)
+
+    def _initial_step(self, state, span) -> torch.Tensor:
+        """Hairer, Norsett & Wanner I (II.4): a first step from two f evaluations, at most
+        ``span`` (None: unbounded), in the time dtype."""
         q = self._error_order()
         y0, f0 = state.y, self._start_f(state)
         with torch.no_grad():
             scale = self._scale(y0)
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
-            span = t[-1] - t[0]
             h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
-            h0 = torch.minimum(h0, span)
-            f1 = self.field(t[0] + h0, y0 + h0 * f0)
+            if span is not None:
+                h0 = torch.minimum(h0, span.to(h0.dtype))
+            f1 = self.field(state.t + h0, y0 + h0 * f0)
             d2 = self.norm((f1 - f0) / scale) / h0
             big = torch.maximum(d1, d2)
             h1 = torch.where(big <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / big) ** (1.0 / (q + 1)))
-            return torch.minimum(torch.minimum(100 * h0, h1), span).detach()
+            h = torch.minimum(100 * h0, h1).to(self.t_dtype)
+            return (h if span is None else torch.minimum(h, span)).detach()
 
     def _start_f(self, state):
         return state.f

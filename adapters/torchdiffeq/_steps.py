@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,6 +57,10 @@ class Point:
 class Step:
     y: torch.Tensor
     error: torch.Tensor | None          # detached local error estimate on the (B, n) layout
+    #: the increments the method's continuous extension acts on (:mod:`stiffcore.catalogue.dense`:
+    #: h K_j for Runge-Kutta, the transformed stages k_j for Rosenbrock), stacked (s, B, n) only
+    #: when asked for: steps land on the outputs, and only event location looks between them
+    increments: Callable[[], torch.Tensor] | None = None
 
 
 _WEIGHTS: dict = {}
@@ -141,7 +146,7 @@ class ExplicitRungeKutta:
         if sch.error_weights is not None:
             with torch.no_grad():
                 error = h * _weighted(sch.error_weights, K)
-        return Step(y1, error)
+        return Step(y1, error, lambda: h * torch.stack(K))
 
 
 class ImplicitRungeKutta:
@@ -193,7 +198,7 @@ class ImplicitRungeKutta:
                 K[i] = _weighted(block.a_block_inv[r], [(Y[k] - psi[k]) / h for k in range(len(idx))])
             Y_last = Y[-1]
         y1 = Y_last if sch.solution_is_last_stage else p.y + h * _weighted(sch.b, K)
-        return Step(y1, self._error(p, h, K, newton_of))
+        return Step(y1, self._error(p, h, K, newton_of), lambda: h * torch.stack(K))
 
     def _newton(self, p, h, block, psi, guess, newton):
         """Y_i = psi_i + h sum_j a_ij f(Y_j), i, j in the block: simplified Newton with the
@@ -320,7 +325,7 @@ class Rosenbrock:
         if self.error_weights is not None:
             with torch.no_grad():
                 error = _weighted(self.error_weights, [v.detach() for v in k])
-        return Step(y1, error)
+        return Step(y1, error, lambda: torch.stack(k))
 
 
     def _stage_solver(self, p: Point, h):

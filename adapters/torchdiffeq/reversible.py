@@ -25,7 +25,7 @@ from stiffcore.spectrum import arnoldi, ritz_values, start_vector
 
 from ._solver import OPTIONS, StiffSolver
 from ._linalg import SplitJacobian
-from ._steps import Point
+from ._steps import Point, Step
 
 DEFAULT_BASE = "backward_euler"
 
@@ -70,7 +70,7 @@ class ReversibleSolver(StiffSolver):
         point = Point(self.field, t0, y0)
         self._check_finite(point.f, t0, "func returned")
         self._start_point = point
-        self._times = torch.empty(1024, dtype=self.dtype, device=self.device)
+        self._times = torch.empty(1024, dtype=self.t_dtype, device=self.device)
         self._times[0] = t0
         self.n_recorded = 0
         self.output_steps = [0]
@@ -80,7 +80,7 @@ class ReversibleSolver(StiffSolver):
         return self._start_point.f
 
     def _base_step(self, t_from, t_to, v, errors=None):
-        step = self.stepper.step(Point(self.field, t_from, v), t_to - t_from)
+        step = self.stepper.step(Point(self.field, t_from, v), (t_to - t_from).to(self.dtype))
         if errors is not None:
             errors.append(step.error)
         return step.y
@@ -90,7 +90,16 @@ class ReversibleSolver(StiffSolver):
         y1, z1 = reversible_step(lambda a, b, v: self._base_step(a, b, v, errors), state.t, state.t + h,
                                  state.y, state.z, self.coupling)
         self._check_finite(torch.stack([y1, z1]), state.t, "the step produced", failure=True)
-        return PairState(state.t + h, y1, z1), errors[0]
+        return PairState(state.t + h, y1, z1), Step(y1, errors[0])
+
+    def integrate_until_event(self, t0, event_fn):
+        raise NotImplementedError("method 'reversible' does not locate events (its output between steps needs the "
+                                  "second state's base step); use its base method with event_fn, or integrate to a "
+                                  "time grid")
+
+    def _restart(self, state):
+        """Past a discontinuity the pair's f is the base step's business: nothing to refresh."""
+        return state
 
     def _on_step(self, state) -> None:
         if self.n_steps == 1:
