@@ -390,3 +390,18 @@ def test_terms_that_are_not_odes_are_refused_by_name():
     term = diffrax.MultiTerm(DECAY, diffrax.ControlTerm(lambda t, y, a: jnp.ones((1, 1)), bm))
     with pytest.raises(ValueError, match="integrate ODEs.*MultiTerm"):
         diffrax.diffeqsolve(term, adapter.Rodas5P(), 0.0, 1.0, 0.01, jnp.array([1.0]), args=0.5)
+
+
+@pytest.mark.parametrize("name", ["RadauIIA5", "TRBDF2", "Rodas5P"])
+def test_diffrax_event_is_located_on_our_interpolation(name):
+    """diffrax.Event with a root finder: the solve ends at the event, located on the solver's
+    own continuous extension (a falling body with drag lands at the exact time)."""
+    import optimistix as optx
+    from scipy.optimize import brentq
+
+    term = diffrax.ODETerm(lambda t, y, a: jnp.stack([y[1], -9.81 - 0.7 * y[1]]))
+    event = diffrax.Event(lambda t, y, args, **kwargs: y[0], root_finder=optx.Newton(rtol=1e-10, atol=1e-10))
+    sol = diffrax.diffeqsolve(term, _solver(name), 0.0, 10.0, 0.01, jnp.array([10.0, 0.0]), event=event,
+                              stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-11))
+    exact = brentq(lambda s: 10.0 - 9.81 / 0.7 * s + 9.81 / 0.49 * (1 - np.exp(-0.7 * s)), 0.1, 10.0, xtol=1e-14)
+    assert abs(float(sol.ts[-1]) - exact) < 1e-6 and abs(float(sol.ys[-1][0])) < 1e-8

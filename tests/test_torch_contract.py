@@ -392,3 +392,20 @@ def test_grid_constructor_steps_on_its_grid_and_the_outputs(method):
     with pytest.raises(ValueError, match="t\\[0\\] to t\\[-1\\]"):
         torchdiffeq.odeint(F(), torch.ones(2, dtype=F64), t, method=method,
                            options={"grid_constructor": lambda f, y0, t: torch.tensor([0.0, 0.5], dtype=F64)})
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "radau_iia5"])
+def test_tuple_states_with_event_and_jump(method):
+    """A tuple state (torchdiffeq flattens it and unflattens the outputs), with event_fn and
+    jump_t on the flat state the solver sees."""
+    def f(s, y):
+        x, v = y
+        return v, -9.81 - 0.7 * v
+
+    y0 = (torch.tensor([10.0], dtype=F64), torch.tensor([0.0], dtype=F64))
+    ys = torchdiffeq.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), method=method, rtol=1e-9, atol=1e-11,
+                            options={"jump_t": torch.tensor([0.5], dtype=F64)})
+    assert isinstance(ys, tuple) and ys[0].shape == (2, 1)
+    t_event, (x, v) = torchdiffeq.odeint_event(f, y0, torch.tensor(0.0, dtype=F64), method=method, rtol=1e-9,
+                                               atol=1e-11, event_fn=lambda s, y: y[0][0])
+    assert abs(float(x[-1, 0])) < 1e-6 and 1.7 < float(t_event) < 1.72
