@@ -405,3 +405,18 @@ def test_diffrax_event_is_located_on_our_interpolation(name):
                               stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-11))
     exact = brentq(lambda s: 10.0 - 9.81 / 0.7 * s + 9.81 / 0.49 * (1 - np.exp(-0.7 * s)), 0.1, 10.0, xtol=1e-14)
     assert abs(float(sol.ts[-1]) - exact) < 1e-6 and abs(float(sol.ys[-1][0])) < 1e-8
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_float32_states_under_strict_dtype_promotion(name):
+    """jax's strict dtype promotion (diffrax's own test configuration): float32 times and a
+    float32 or complex64 state under x64 take no implicit promotion inside our steps (the
+    control of one unit of time was a float64 Python float against a float32 f)."""
+    cls = adapter.SOLVERS[name]
+    solver = cls(root_finder=diffrax.VeryChord(rtol=1e-5, atol=1e-6)) if name in IMPLICIT else cls()
+    for y0, lam in ((jnp.ones(2, jnp.float32), -1.0), (jnp.ones(2, jnp.complex64), -1j)):
+        with jax.numpy_dtype_promotion("strict"):
+            sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: jnp.asarray(lam, y.dtype) * y), solver,
+                                      jnp.float32(0), jnp.float32(1), jnp.float32(0.01), y0)
+        assert sol.ys.dtype == y0.dtype
+        np.testing.assert_allclose(np.asarray(sol.ys[-1]), np.exp(lam) * np.ones(2), rtol=1e-3)

@@ -43,7 +43,10 @@ def _flat_field(terms, args, y0):
     Jacobians, the error norm and every method's arithmetic stay real (and f need not be
     holomorphic)."""
     flat, unravel_y = ravel_pytree(y0)
-    unit = terms.contr(0.0, 1.0)
+    # in the state's (real) precision: diffrax's strict dtype promotion refuses a float64
+    # control against a float32 vector field
+    real = jnp.finfo(flat.dtype).dtype
+    unit = jax.tree_util.tree_map(lambda c: jnp.asarray(c, dtype=real), terms.contr(0.0, 1.0))
     if jnp.iscomplexobj(flat):
         n = flat.size
         as_real = lambda v: jnp.concatenate([v.real, v.imag])  # noqa: E731
