@@ -9,20 +9,24 @@ length zero and their (discarded) values still enter the backward pass.
 Implicit stage blocks are solved with an Optimistix root finder, whose implicit adjoint
 differentiates the stage equations by the implicit function theorem, so reverse-mode
 gradients through diffrax's default adjoint are those of the discrete map whatever the
-Newton tolerance.  Rosenbrock steps are explicit given J = jacfwd(f), which JAX
-differentiates exactly.  The stepping scheme (stage blocks, solution and error weights,
-error filter) is the catalogue's :func:`~stiffcore.catalogue.schemes.runge_kutta_scheme`.
+Newton tolerance.  Rosenbrock steps are explicit given the Newton matrix I - h gamma J,
+a lineax operator on Jacobian-vector products (:func:`newton_operator`) that the solver's
+lineax ``linear_solver`` factorises (dense LU, :class:`~.linear_solvers.SparseLU`) or never
+forms (``lineax.GMRES``); lineax differentiates the solves exactly.  The stepping scheme
+(stage blocks, solution and error weights, error filter) is the catalogue's
+:func:`~stiffcore.catalogue.schemes.runge_kutta_scheme`.
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import lineax as lx
 import optimistix as optx
-from jax.scipy.linalg import lu_factor, lu_solve
 
 from stiffcore.catalogue import Method
 from stiffcore.catalogue.schemes import runge_kutta_scheme
@@ -45,8 +49,61 @@ def weighted(rows, vectors):
     return out
 
 
-def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: int) -> Step:
-    """One implicit Runge-Kutta step on stage increments ``Z = h K``."""
+def newton_operator(f, t, y, hg) -> lx.AbstractLinearOperator:
+    """I - h gamma J(t, y) as a lineax operator: J by forward-mode products of f, so nothing
+    n x n exists unless the linear solver materialises it (dense LU)."""
+    J = lx.JacobianLinearOperator(lambda v, _: f(t, v), y, jac="fwd")
+    return lx.IdentityLinearOperator(J.in_structure()) - hg * J
+
+
+class LinearSolve(NamedTuple):
+    """A linear solver with the preconditioner hook: ``preconditioner(t, y, h gamma)`` returns
+    a lineax operator approximating (I - h gamma J)^-1 (Krylov solvers only)."""
+    solver: lx.AbstractLinearSolver
+    preconditioner: Callable | None = None
+
+    def prepare(self, f, t, y, hg):
+        """The operator, its solver state and the solve options at (t, y)."""
+        op = newton_operator(f, t, y, hg)
+        options = {}
+        if self.preconditioner is not None:
+            options["preconditioner"] = _checked_preconditioner(self.preconditioner(t, y, hg), y)
+        return op, self.solver.init(op, options), options
+
+    def solve(self, prepared, b, gradient: bool = True):
+        op, state, options = prepared
+        if not gradient:
+            op, state, b = _no_gradient((op, state, b))
+        sol = lx.linear_solve(op, b, self.solver, state=state, options=options, throw=False)
+        # a Krylov solver out of iterations reports lineax's "maximum number of solver steps",
+        # which would read as diffrax's own max_steps: report it as a linear-solve breakdown.
+        # Non-finite input (f returned NaN) is not the solve's failure: the NaN reaches the
+        # step's value, which then fails as nonfinite.
+        result = lx.RESULTS.where(sol.result == lx.RESULTS.max_steps_reached, lx.RESULTS.breakdown, sol.result)
+        result = lx.RESULTS.where(result == lx.RESULTS.nonfinite_input, lx.RESULTS.successful, result)
+        return sol.value, result
+
+
+def _no_gradient(tree):
+    """stop_gradient on the arrays of a tree that also holds functions (lineax operators)."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
+
+
+def _checked_preconditioner(P, y):
+    if not isinstance(P, lx.AbstractLinearOperator):
+        raise ValueError(f"preconditioner(t, y, h_gamma) must return a lineax linear operator, got {type(P).__name__}")
+    want = jax.ShapeDtypeStruct(y.shape, y.dtype)
+    for name, got in (("in", P.in_structure()), ("out", P.out_structure())):
+        if not (isinstance(got, jax.ShapeDtypeStruct) and got.shape == want.shape):
+            raise ValueError(f"the preconditioner's {name}_structure() is {got}; expected {want} "
+                             f"(the flat state of {y.size} unknowns)")
+    return P
+
+
+def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: int,
+                     linear: LinearSolve) -> Step:
+    """One implicit Runge-Kutta step on stage increments ``Z = h K``; ``linear`` solves the
+    stiff filter of the error estimate (the root finder brings its own linear solver)."""
     sch = runge_kutta_scheme(method)
     Z: list = [None] * sch.stages
     Y_last, result = y0, optx.RESULTS.successful
@@ -86,7 +143,7 @@ def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: i
         if sch.error_b0:
             error = error - jax.lax.stop_gradient(h * float(sch.error_b0) * f0)
         if sch.defect_filter:  # filters the interpolation defects too; where nothing uses it, jit drops it
-            stiff_filter = _stiff_filter(f, t0, y0, h * float(sch.defect_filter))
+            stiff_filter = _stiff_filter(f, t0, y0, h * float(sch.defect_filter), linear)
         if sch.error_filter:
             error = stiff_filter(error)
     return Step(y1, error, result, jnp.stack(Z), stiff_filter)
@@ -113,23 +170,21 @@ def _accept_roundoff_roots(residual, sol, args, root_finder):
     return jax.lax.cond(sol.result == optx.RESULTS.successful, lambda: sol.result, judged)
 
 
-def _stiff_filter(f, t0, y0, hg):
+def _stiff_filter(f, t0, y0, hg, linear: LinearSolve):
     """v -> (I - h gamma J)^-1 v, so stiff components of an estimate are not overestimated
     (estimates only: no gradient flows through it)."""
-    y0, hg = jax.lax.stop_gradient(y0), jax.lax.stop_gradient(hg)
-    J = jax.jacfwd(lambda v: f(t0, v))(y0)
-    lu = lu_factor(jnp.eye(y0.size, dtype=y0.dtype) - hg * J)
-    return lambda v: lu_solve(lu, jax.lax.stop_gradient(v))
+    prepared = linear.prepare(f, t0, *_no_gradient((y0, hg)))
+    return lambda v: linear.solve(prepared, v, gradient=False)[0]
 
 
-def rosenbrock_step(method: Method, f, t0, y0, h, f0) -> Step:
+def rosenbrock_step(method: Method, f, t0, y0, h, f0, linear: LinearSolve) -> Step:
     """One Rosenbrock step (Hairer & Wanner IV.7, eq. 7.25) multiplied through by h gamma:
     ``(I - h gamma J) k_i = h gamma f(Y_i) + gamma sum_j C_ij k_j + h^2 gamma d_i f_t``."""
     tab = method.coefficients
     a, C, m, m_hat = tab.transformed()
     g = float(tab.gamma_diag)
-    J = jax.jacfwd(lambda v: f(t0, v))(y0)
-    lu = lu_factor(jnp.eye(y0.size, dtype=y0.dtype) - (h * g) * J)
+    prepared = linear.prepare(f, t0, y0, h * g)
+    result = optx.RESULTS.successful
     f_t = None
     if np.any(tab.d):
         f_t = jax.jvp(lambda t: f(t, y0), (t0,), (jnp.ones_like(t0),))[1]
@@ -141,9 +196,9 @@ def rosenbrock_step(method: Method, f, t0, y0, h, f0) -> Step:
             rhs = rhs + g * weighted(C[i, :i], k)
         if f_t is not None and tab.d[i]:
             rhs = rhs + (h * h * g * float(tab.d[i])) * f_t
-        k.append(lu_solve(lu, rhs))
+        k_i, solved = linear.solve(prepared, rhs)
+        result = optx.RESULTS.where(result == optx.RESULTS.successful, optx.RESULTS.promote(solved), result)
+        k.append(k_i)
     y1 = y0 + weighted(m, k)
     error = None if m_hat is None else jax.lax.stop_gradient(weighted(m - m_hat, k))
-    lu_estimates = jax.lax.stop_gradient(lu)
-    return Step(y1, error, optx.RESULTS.successful, jnp.stack(k),
-                lambda v: lu_solve(lu_estimates, jax.lax.stop_gradient(v)))
+    return Step(y1, error, result, jnp.stack(k), lambda v: linear.solve(prepared, v, gradient=False)[0])

@@ -15,12 +15,13 @@ Each class's docstring (order, stability, reference) is filled in from the catal
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
@@ -29,8 +30,14 @@ from stiffcore.catalogue.dense import (
     DEFECT_THETAS, HERMITE, controls_interpolation, dense_matrix, interpolation_order, value_and_scaled_slope,
 )
 
-from ._steps import Step, implicit_rk_step, rosenbrock_step
+from ._steps import LinearSolve, Step, implicit_rk_step, rosenbrock_step
 from .interpolation import PolynomialInterpolation
+from .linear_solvers import SparseLU, check_pattern
+
+#: The default linear solver: LU of the materialised Newton matrix (small systems).
+DENSE_LU = lx.AutoLinearSolver(well_posed=None)
+#: lineax's matrix-free (Krylov) solvers: with these the stage blocks take Newton-Krylov steps.
+KRYLOV = (lx.GMRES, lx.BiCGStab, lx.CG)
 
 
 def _flat_field(terms, args, y0):
@@ -106,6 +113,9 @@ class _CatalogueSolver(diffrax.AbstractSolver):
         f, flat, _ = _flat_field(terms, args, y0)
         # no step size can repair a non-finite y0: say so (a controller would shrink h to max_steps)
         flat = eqx.error_if(flat, ~jnp.all(jnp.isfinite(flat)), "y0 has non-finite (nan or inf) values")
+        solver = self._linear().solver
+        if isinstance(solver, SparseLU):  # once per solve: a pattern that misses an entry is named
+            flat = check_pattern(f, t0, flat, solver.jac_sparsity)
         return f(t0, flat)
 
     def func(self, terms, t0, y0, args):
@@ -150,24 +160,64 @@ class _CatalogueSolver(diffrax.AbstractSolver):
     def _advance(self, f, t0, y0, h, f0) -> Step:
         raise NotImplementedError
 
+    def _linear(self) -> LinearSolve:
+        raise NotImplementedError
+
 
 class ImplicitRungeKuttaSolver(_CatalogueSolver, diffrax.AbstractImplicitSolver):
-    """An implicit Runge-Kutta method from the catalogue; stages by ``root_finder``."""
+    """An implicit Runge-Kutta method from the catalogue; stages by ``root_finder``.
+
+    ``linear_solver`` (a lineax solver), where given, replaces the root finder's own: dense LU
+    by default, :class:`~adapters.diffrax.linear_solvers.SparseLU` for a sparse Jacobian,
+    ``lineax.GMRES`` matrix-free (Newton-Krylov: a chord root finder becomes
+    ``optimistix.Newton`` with its tolerances; ``preconditioner`` then applies to the error
+    filter only, as Optimistix passes no options to the Newton solves)."""
 
     root_finder: optx.AbstractRootFinder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)()
     root_find_max_steps: int = 10
+    linear_solver: lx.AbstractLinearSolver | None = None
+    preconditioner: Callable | None = None
+
+    def _root_finder(self):
+        rf, solver = self.root_finder, self.linear_solver
+        if solver is None or not hasattr(rf, "linear_solver"):
+            return rf
+        if isinstance(solver, KRYLOV) and isinstance(rf, (diffrax.VeryChord, optx.Chord)):
+            # a chord method keeps the linear solver's state between iterations; a Krylov
+            # solver's state is the operator itself (functions inside), which VeryChord's
+            # stop_gradient cannot take, and matrix-free there is no factorisation to keep:
+            # Newton-Krylov, with the chord's tolerances and norm
+            return optx.Newton(rtol=rf.rtol, atol=rf.atol, norm=rf.norm, linear_solver=solver)
+        return eqx.tree_at(lambda r: r.linear_solver, rf, solver)
+
+    def _linear(self) -> LinearSolve:
+        solver = self.linear_solver or getattr(self.root_finder, "linear_solver", None) or DENSE_LU
+        return LinearSolve(solver, self.preconditioner)
 
     def _advance(self, f, t0, y0, h, f0) -> Step:
-        step = implicit_rk_step(get_method(self.method_id), f, t0, y0, h, f0, self.root_finder,
-                                self.root_find_max_steps)
+        step = implicit_rk_step(get_method(self.method_id), f, t0, y0, h, f0, self._root_finder(),
+                                self.root_find_max_steps, self._linear())
         return _nonfinite_fails(step)
 
 
 class RosenbrockSolver(_CatalogueSolver):
-    """A Rosenbrock method from the catalogue: one LU of I - h gamma J per step."""
+    """A Rosenbrock method from the catalogue: one solve with I - h gamma J per stage.
+
+    ``linear_solver`` is a lineax solver: dense LU by default (one factorisation per step),
+    :class:`~adapters.diffrax.linear_solvers.SparseLU` for a sparse Jacobian, or a Krylov
+    solver (``lineax.GMRES``) on Jacobian-vector products with the optional
+    ``preconditioner(t, y, h_gamma)`` (a lineax operator approximating (I - h gamma J)^-1).
+    A linear solve that fails (GMRES out of iterations, a singular matrix) fails the step:
+    an adaptive controller rejects it, a constant step size stops with that result."""
+
+    linear_solver: lx.AbstractLinearSolver = DENSE_LU
+    preconditioner: Callable | None = None
+
+    def _linear(self) -> LinearSolve:
+        return LinearSolve(self.linear_solver, self.preconditioner)
 
     def _advance(self, f, t0, y0, h, f0) -> Step:
-        return _nonfinite_fails(rosenbrock_step(get_method(self.method_id), f, t0, y0, h, f0))
+        return _nonfinite_fails(rosenbrock_step(get_method(self.method_id), f, t0, y0, h, f0, self._linear()))
 
 
 def _with_interpolation_error(f, t0, y0, h, coeffs, stiff_filter, error):

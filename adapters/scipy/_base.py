@@ -21,11 +21,12 @@ from scipy.integrate._ivp.common import (
 )
 
 from stiffcore.catalogue import Method, get_method
+from stiffcore.linalg import banded_pattern
 from stiffcore.catalogue.dense import (
     DEFECT_THETAS, HERMITE, controls_interpolation, value_and_scaled_slope,
 )
 
-from ._linalg import Jacobian, ShiftedLU, SingularMatrixError
+from ._linalg import Jacobian, JacobianAction, KrylovFailure, KrylovSolve, ShiftedLU, SingularMatrixError
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 5.0
 EPS = np.finfo(float).eps
@@ -87,6 +88,13 @@ def hermite_coeffs(h, y_old, y_new, f_old, f_new) -> np.ndarray:
     return HERMITE @ np.array([y_new - y_old, h * f_old, h * f_new])
 
 
+#: GMRES's default relative residual tolerance.  A difference quotient J v carries noise of
+#: about sqrt(eps) |y| relative, ~1e-6: a tolerance below it is never met (BRUSS-1D, n = 800:
+#: 1e-8 failed every step at h > 1e-4), while 1e-5 gave Rodas5P the step count and error of an
+#: exact sparse LU (80 steps, weighted error 0.69 against 0.69).
+KRYLOV_RTOL = 1e-5
+
+
 class StiffSolver(OdeSolver):
     """Base class of the catalogue's SciPy solvers.
 
@@ -101,6 +109,21 @@ class StiffSolver(OdeSolver):
     newton_tol : float, optional
         Stopping tolerance of Newton iterations in the weighted RMS norm
         (default ``max(10 eps / rtol, min(0.03, rtol ** 0.5))``, as SciPy's Radau).
+    linear_solver : {"lu", "gmres"}, optional
+        How the Newton/Rosenbrock systems ``(I - h gamma J) x = b`` are solved: ``"lu"``
+        (default) factorises them, dense or sparse (``splu``) as ``jac``/``jac_sparsity``
+        are; ``"gmres"`` never forms J: restarted GMRES on Jacobian-vector products
+        (``jac`` as a LinearOperator or matrix, else a forward difference of ``fun``).
+    preconditioner : callable, optional
+        With ``"gmres"``: ``preconditioner(t, y, h_gamma)`` returns a matrix or
+        LinearOperator approximating ``(I - h_gamma J)^-1`` (default: none).
+    krylov_rtol, krylov_restart, krylov_maxiter : optional
+        GMRES's residual tolerance relative to the right-hand side (default 1e-5, above
+        the ~1e-6 noise of the difference quotient J v, which GMRES cannot get below),
+        its restart length (30) and restarts (10).
+    lband, uband : int, optional
+        Jacobian bandwidths, as for LSODA: df_i/dy_j is nonzero only for
+        -lband <= j - i <= uband.  A banded ``jac_sparsity``; the LU is then banded.
     control_interpolation : bool, optional
         For adaptive methods (see :func:`stiffcore.catalogue.dense.controls_interpolation`):
         accept a step only when the dense output's error estimates at a quarter and three
@@ -113,7 +136,8 @@ class StiffSolver(OdeSolver):
 
     def __init__(self, fun, t0, y0, t_bound, max_step=np.inf, rtol=1e-3, atol=1e-6, jac=None,
                  jac_sparsity=None, vectorized=False, first_step=None, adaptive=None, tstops=None,
-                 newton_tol=None, control_interpolation=True, **extraneous):
+                 newton_tol=None, control_interpolation=True, linear_solver="lu", preconditioner=None,
+                 krylov_rtol=None, krylov_restart=30, krylov_maxiter=10, lband=None, uband=None, **extraneous):
         warn_extraneous(extraneous)
         super().__init__(fun, t0, y0, t_bound, vectorized)
         self.method: Method = get_method(self.method_id)
@@ -130,8 +154,18 @@ class StiffSolver(OdeSolver):
             raise ValueError(f"fun returned non-finite values at t0 = {t0}: {self.f}")
         self.newton_tol = (max(10 * EPS / np.min(self.rtol), min(0.03, np.min(self.rtol) ** 0.5))
                            if newton_tol is None else float(newton_tol))
-        self.jacobian = Jacobian(self, jac, jac_sparsity)
-        self.lu = ShiftedLU(self, self.jacobian.sparse)
+        jac_sparsity = self._banded_sparsity(jac_sparsity, lband, uband)
+        if linear_solver not in ("lu", "gmres"):
+            raise ValueError(f"linear_solver must be 'lu' or 'gmres', got {linear_solver!r}")
+        if preconditioner is not None and linear_solver != "gmres":
+            raise ValueError("a preconditioner applies to linear_solver='gmres' only")
+        matrix_free = linear_solver == "gmres"
+        self.jacobian = Jacobian(self, jac, jac_sparsity, matrix_free=matrix_free)
+        if matrix_free:
+            self.lu = KrylovSolve(self, preconditioner, KRYLOV_RTOL if krylov_rtol is None else krylov_rtol,
+                                  krylov_restart, krylov_maxiter)
+        else:
+            self.lu = ShiftedLU(self, self.jacobian.sparse)
         self.J = None
         self.jac_stale = True
         self.tstops = self._check_tstops(tstops, t0, t_bound)
@@ -176,6 +210,17 @@ class StiffSolver(OdeSolver):
                     f"{zero[:5].tolist()}, so their error scale atol + rtol |y| is 0; give atol > 0 (or first_step=h)")
         return f"cannot choose the first step (the heuristic gave h = {h}); give first_step=h"
 
+    def _banded_sparsity(self, jac_sparsity, lband, uband):
+        if lband is None and uband is None:
+            return jac_sparsity
+        if jac_sparsity is not None:
+            raise ValueError("give either jac_sparsity or lband/uband, not both")
+        lower, upper = (0 if b is None else b for b in (lband, uband))
+        if not all(isinstance(b, (int, np.integer)) and b >= 0 for b in (lower, upper)):
+            raise ValueError(f"lband and uband must be integers >= 0, got lband={lband}, uband={uband}")
+        pattern = banded_pattern(self.n, int(lower), int(upper))
+        return pattern.matrix(np.ones(pattern.nnz, dtype=bool))
+
     @staticmethod
     def _check_tstops(tstops, t0, t_bound):
         if tstops is None:
@@ -201,7 +246,9 @@ class StiffSolver(OdeSolver):
 
     def refresh_jacobian(self, t, y, f) -> None:
         self.J = self.jacobian(t, y, f)
-        if not np.all(np.isfinite(self.J.data if issparse(self.J) else self.J)):
+        if isinstance(self.J, JacobianAction):
+            pass  # matrix-free: non-finite products fail the linear solve
+        elif not np.all(np.isfinite(self.J.data if issparse(self.J) else self.J)):
             raise StepFailure(f"the Jacobian has non-finite entries at t = {t}", shrink=0.25)
         self.jac_stale = False
         self.lu.clear()
@@ -211,6 +258,8 @@ class StiffSolver(OdeSolver):
             return self.lu.solve(shift, self.J, rhs)
         except SingularMatrixError as exc:
             raise StepFailure(f"{exc} (shift {shift:.3g})") from None
+        except KrylovFailure as exc:
+            raise StepFailure(str(exc)) from None
 
     def solve_damped(self, h_gamma, raw):
         """(I - h gamma J)^-1 raw, through the LU of (1 / (h gamma)) I - J that the stages share."""

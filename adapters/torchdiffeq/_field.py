@@ -14,6 +14,8 @@ import math
 import torch
 
 from . import _adjoint
+from ._krylov import JacobianAction
+from ._linalg import SparseJacobian
 
 JAC_CHOICES = ("autodiff", "finite_difference")
 
@@ -25,9 +27,12 @@ class VectorField:
     backpropagate exactly), ``"finite_difference"`` (forward differences, n evaluations,
     not differentiable) or a callable ``jac(t, y)`` returning df/dy for the state's shape:
     ``y.shape + y.shape`` without a batch, ``(*batch_shape, n, n)`` with one.
+    ``jac_sparsity`` (an n x n pattern per system) makes Jacobians sparse (:class:`SparseJacobian`
+    from coloured forward-mode products); ``krylov`` (GMRES's options) makes them
+    :class:`~._krylov.JacobianAction` s, products only.
     """
 
-    def __init__(self, func, y0: torch.Tensor, batch_dims: int = 0, jac=None):
+    def __init__(self, func, y0: torch.Tensor, batch_dims: int = 0, jac=None, jac_sparsity=None, krylov=None):
         if not callable(func):
             raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
         if not (isinstance(batch_dims, int) and 0 <= batch_dims < max(y0.ndim, 1)):
@@ -44,6 +49,13 @@ class VectorField:
         if not (isinstance(jac, str) or callable(jac)):
             raise TypeError(f"option jac must be a callable jac(t, y) or one of {JAC_CHOICES}, got {type(jac).__name__}")
         self.jac = jac
+        self.pattern = None if jac_sparsity is None else self._pattern(jac_sparsity, jac)
+        #: GMRES's options where the Newton systems are solved matrix-free (else None)
+        self.krylov = krylov
+        if krylov is not None and (jac_sparsity is not None or jac != "autodiff"):
+            raise ValueError("linear_solver='gmres' works on Jacobian-vector products: it takes neither jac_sparsity "
+                             f"nor jac={jac!r}")
+        self._pattern_checked = False
         # torchdiffeq's adjoint system detaches its input: its Jacobian comes from the user's f
         self.adjoint = _adjoint.recognise(func) if jac == "autodiff" and y0.ndim == 1 else None
         self._probed = False
@@ -123,6 +135,10 @@ class VectorField:
         self.njev += 1
         if self.adjoint is not None:
             return self.adjoint.jacobian(t, y)
+        if self.pattern is not None:
+            return SparseJacobian(self.pattern, self._sparse_entries(t, y))
+        if self.krylov is not None:
+            return JacobianAction(self, t, y, differentiable=torch.is_grad_enabled())
         if callable(self.jac):
             J = self.jac(t, y.reshape(self.shape))
             if not isinstance(J, torch.Tensor) or J.numel() != self.batch * self.n * self.n:
@@ -135,6 +151,58 @@ class VectorField:
         if self.jac == "finite_difference":
             return self._finite_difference(t, y)
         return self._autodiff_jacobian(t, y)
+
+    def _pattern(self, jac_sparsity, jac):
+        from stiffcore.linalg import JacobianPattern
+
+        if jac != "autodiff":
+            raise ValueError("option jac_sparsity assembles the Jacobian by forward-mode autodiff: it needs "
+                             f"jac='autodiff' (the default), got jac={jac!r}")
+        pattern = jac_sparsity if isinstance(jac_sparsity, JacobianPattern) else JacobianPattern(jac_sparsity)
+        if pattern.n != self.n:
+            raise ValueError(f"option jac_sparsity is {pattern.n} x {pattern.n}, but the state has {self.n} unknowns"
+                             " per system")
+        return pattern
+
+    def _sparse_entries(self, t, y) -> torch.Tensor:
+        """J's entries on the pattern, (B, nnz), from one forward-mode product per colour of its
+        columns (Curtis, Powell & Reid); differentiable under grad mode.  The first call checks
+        the pattern against a probe product and names an entry it misses."""
+        P = self.pattern
+        seeds = torch.as_tensor(P.seeds(), dtype=y.dtype, device=y.device)
+
+        def product(seed):
+            return torch.func.jvp(lambda v: self._evaluate(t, v), (y,), (seed.expand_as(y),))[1]
+
+        compressed = torch.func.vmap(product)(seeds).reshape(P.colours, self.batch, self.n)   # (colours, B, n)
+        self.nfev += P.colours   # a forward-mode product costs about one evaluation
+        groups = torch.as_tensor(P.groups[P.indices], device=y.device)
+        rows = torch.as_tensor(P.rows, device=y.device)
+        entries = compressed[groups, :, rows].T                                            # (B, nnz)
+        if not self._pattern_checked:
+            self._check_pattern(t, y, entries)
+        return entries
+
+    def _check_pattern(self, t, y, entries) -> None:
+        P = self.pattern
+        self._pattern_checked = True
+        with torch.no_grad():
+            v = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(0)).to(y.device)
+            exact = torch.func.jvp(lambda u: self._evaluate(t, u), (y,), (v,))[1].reshape(self.batch, self.n)
+            rows = torch.as_tensor(P.rows, device=y.device)
+            terms = entries * v[:, torch.as_tensor(P.indices, device=y.device)]
+            assembled = torch.zeros_like(exact).index_add_(1, rows, terms)
+            scale = torch.zeros_like(exact).index_add_(1, rows, terms.abs())
+            bad = (exact - assembled).abs() > 1e-6 * (scale + exact.abs()) + torch.finfo(y.dtype).tiny
+        if bool(bad.any()):   # one read, once per solve
+            b, row = (int(i) for i in bad.nonzero()[0])
+            with torch.enable_grad():
+                u = y.detach().requires_grad_(True)
+                out = self._evaluate(t, u).reshape(self.batch, self.n)
+                e = torch.zeros_like(out)
+                e[b, row] = 1
+                values = torch.autograd.grad(out, u, e)[0].reshape(self.batch, self.n)[b]
+            raise ValueError(P.describe_misses(row, values.detach().cpu().numpy()))
 
     def directional_derivative(self, t, y: torch.Tensor, f0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """J v on the (B, n) layout by one forward difference (any func, no autograd needed;

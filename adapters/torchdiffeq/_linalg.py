@@ -1,6 +1,8 @@
 """Newton matrices I - h (A (x) J) of a stage block, factorised once and solved many times.
 
-Dense (:class:`DenseNewton`): one batched LU of the (B, m n, m n) matrix.  Split
+Dense (:class:`DenseNewton`): one batched LU of the (B, m n, m n) matrix.  Sparse
+(:class:`SparseNewton`): the Jacobian's entries on a sparsity pattern, factorised by SuperLU
+on the host.  Split
 (:class:`SplitNewton`): where J = [[J_cc, 0], [J_qc, 0]], components q that no derivative
 depends on (quadratures, as CVODES calls them: the parameter adjoints of torchdiffeq's
 adjoint system), only the core block I - h (A (x) J_cc) is factorised, and the quadrature
@@ -10,6 +12,7 @@ is then that of the core system, whatever the number of quadratures.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -88,6 +91,9 @@ class DenseNewton:
         """x with (I - h (A (x) J)) x = b, b of shape (B, m n) (stage-major)."""
         return torch.linalg.lu_solve(self.lu, self.pivots, b[..., None])[..., 0]
 
+    def solve_transposed(self, b: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.lu_solve(self.lu, self.pivots, b[..., None], adjoint=True)[..., 0]
+
 
 class SplitNewton:
     """I - h (A (x) J) for split Jacobians (:class:`SplitJacobian`): the core block by LU,
@@ -112,4 +118,92 @@ def factor_newton(a_block: torch.Tensor, h, jacobians: list, t):
     """The factorised Newton matrix of a stage block, split where the Jacobians are."""
     if isinstance(jacobians[0], SplitJacobian):
         return SplitNewton(a_block, h, jacobians, t)
+    if isinstance(jacobians[0], SparseJacobian):
+        return SparseNewton(a_block, h, jacobians, t)
+    from ._krylov import JacobianAction, KrylovNewton
+
+    if isinstance(jacobians[0], JacobianAction):
+        return KrylovNewton(a_block, h, jacobians, t, jacobians[0].field.krylov)
     return DenseNewton(a_block, h, jacobians, t)
+
+
+class SparseJacobian:
+    """df/dy on a sparsity pattern (:class:`stiffcore.linalg.JacobianPattern`): ``entries``
+    (B, nnz) in the pattern's CSR order, one row per batch element."""
+
+    def __init__(self, pattern, entries: torch.Tensor):
+        self.pattern, self.entries = pattern, entries
+
+    def detach(self) -> SparseJacobian:
+        return SparseJacobian(self.pattern, self.entries.detach())
+
+
+class SparseNewton:
+    """I - h (A (x) J) for sparse Jacobians, factorised by SuperLU on the host
+    (:func:`stiffcore.linalg.sparse_solve`: torch has no sparse LU on the CPU).  Entries and
+    right-hand sides cross to the host once per solve; the factors are kept across the
+    solves of a step.  Batch elements are solved one after another."""
+
+    def __init__(self, a_block: torch.Tensor, h, jacobians: list, t, entries: torch.Tensor | None = None):
+        m = a_block.shape[0]
+        first = jacobians[0]
+        self.pattern = first.pattern.newton(m)
+        if entries is None:
+            entries = newton_entries(first.pattern, a_block, h, [J.entries for J in jacobians])
+        self.entries = entries                       # (B, nnz), possibly in the autograd graph
+        self._host = entries.detach().cpu().numpy()
+        self.t, self.h = t, h
+
+    def solve(self, b: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        from stiffcore.linalg.sparse_lu import SingularMatrixError, sparse_solve
+
+        rhs = b.detach().cpu().numpy()
+        try:
+            out = [sparse_solve(self.pattern, self._host[k if self._host.shape[0] > 1 else 0], rhs[k], transpose)
+                   for k in range(rhs.shape[0])]
+        except SingularMatrixError:
+            raise StepFailure(f"the Newton matrix I - h a J is singular at t = {format_time(self.t)} with "
+                              f"h = {format_time(self.h)}") from None
+        return torch.as_tensor(np.stack(out), dtype=b.dtype, device=b.device)
+
+    def solve_transposed(self, b: torch.Tensor) -> torch.Tensor:
+        return self.solve(b, transpose=True)
+
+
+def newton_entries(pattern, a_block: torch.Tensor, h, stage_entries: list) -> torch.Tensor:
+    """The entries of I - h (A (x) J) on ``pattern.newton(m)`` from each stage's J entries
+    ((B, nnz) each), differentiable in them (:meth:`JacobianPattern.newton_layout`)."""
+    i, j, k, diag = (torch.as_tensor(x, device=a_block.device) for x in pattern.newton_layout(a_block.shape[0]))
+    J = torch.stack(stage_entries, dim=1)                                  # (B, m, nnz)
+    gathered = J[:, j, k.clamp(min=0)] * (k >= 0)                          # (B, nnzP)
+    return diag.to(J.dtype) - blockwise(h)[..., 0] * a_block[i, j] * gathered
+
+
+class _SparseSolve(torch.autograd.Function):
+    """x = M^-1 b for a sparse M given by its entries: backward b_bar = M^-T x_bar and
+    M_bar[k] = -b_bar[row_k] x[col_k] on the pattern (the adjoint of a sparse solve)."""
+
+    @staticmethod
+    def forward(ctx, entries, b, newton):
+        x = newton.solve(b)
+        ctx.newton = newton
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, x_bar):
+        (x,) = ctx.saved_tensors
+        newton = ctx.newton
+        b_bar = newton.solve_transposed(x_bar)
+        entries_bar = None
+        if ctx.needs_input_grad[0]:
+            P = newton.pattern
+            rows = torch.as_tensor(P.rows, device=x.device)
+            cols = torch.as_tensor(P.indices, device=x.device)
+            entries_bar = -b_bar[:, rows] * x[:, cols]
+        return entries_bar, b_bar, None
+
+
+def sparse_solve_differentiable(newton: SparseNewton, b: torch.Tensor) -> torch.Tensor:
+    return _SparseSolve.apply(newton.entries, b, newton)

@@ -23,7 +23,8 @@ from stiffcore.catalogue.dense import HERMITE, dense_matrix, value_and_scaled_sl
 from ._field import VectorField
 from ._steps import Point, StepFailure, stepper
 
-OPTIONS = ("first_step", "step_size", "max_num_steps", "jac", "batch_dims", "newton_tol", "autonomous",
+OPTIONS = ("first_step", "step_size", "max_num_steps", "jac", "jac_sparsity", "linear_solver", "preconditioner",
+           "krylov_rtol", "krylov_restart", "krylov_maxiter", "batch_dims", "newton_tol", "autonomous",
            "safety", "ifactor", "dfactor", "norm", "step_t", "jump_t", "perturb", "grid_constructor")
 #: torchdiffeq's step callbacks, set on func by odeint: (t0, y0, dt) before each attempt,
 #: after an accepted one, after a rejected one
@@ -87,7 +88,8 @@ class StiffSolver:
             raise TypeError(f"y0 must be a real floating-point tensor (float32 or float64), got {got}")
         self.y0, self.dtype, self.device = y0, y0.dtype, y0.device
         self.method = self._method(options)
-        self.field = VectorField(func, y0, options.get("batch_dims", 0), options.get("jac"))
+        self.field = VectorField(func, y0, options.get("batch_dims", 0), options.get("jac"),
+                                 options.get("jac_sparsity"), _krylov_options(options))
         self.rtol = self._tolerance("rtol", rtol)
         self.atol = self._tolerance("atol", atol)
         self._check_tolerances()
@@ -457,3 +459,24 @@ class StiffSolver:
 
     def _start_f(self, state):
         return state.f
+
+
+def _krylov_options(options) -> dict | None:
+    """GMRES's options for ``linear_solver="gmres"`` (None for LU), checked by name."""
+    solver = options.get("linear_solver", "lu")
+    if solver not in ("lu", "gmres"):
+        raise ValueError(f"option linear_solver must be 'lu' or 'gmres', got {solver!r}")
+    given = [k for k in ("preconditioner", "krylov_rtol", "krylov_restart", "krylov_maxiter") if k in options]
+    if solver == "lu":
+        if given:
+            raise ValueError(f"options {given} apply to linear_solver='gmres' only")
+        return None
+    pre = options.get("preconditioner")
+    if pre is not None and not callable(pre):
+        raise ValueError("option preconditioner must be a callable preconditioner(t, y, h_gamma) returning a callable")
+    restart, maxiter = options.get("krylov_restart", 30), options.get("krylov_maxiter", 10)
+    for name, value in (("krylov_restart", restart), ("krylov_maxiter", maxiter)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"option {name} must be a positive integer, got {value!r}")
+    return dict(preconditioner=pre, krylov_rtol=_positive("krylov_rtol", options.get("krylov_rtol", 1e-8)),
+                krylov_restart=restart, krylov_maxiter=maxiter)

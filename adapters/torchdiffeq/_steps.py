@@ -27,7 +27,11 @@ from stiffcore.catalogue import Method
 from stiffcore.catalogue.schemes import runge_kutta_scheme
 
 from ._field import VectorField
-from ._linalg import SplitJacobian, StepFailure, blockwise, factor_newton, format_time, lu_factors, newton_matrix
+from ._krylov import JacobianAction, KrylovNewton
+from ._linalg import (
+    SparseJacobian, SparseNewton, SplitJacobian, StepFailure, blockwise, factor_newton, format_time, lu_factors,
+    newton_entries, sparse_solve_differentiable,
+)
 
 MAX_NEWTON_ITER = 7         # simplified Newton (Jacobian of the step's start)
 MAX_FULL_NEWTON_ITER = 40   # the fallback with Jacobians at the iterate
@@ -88,20 +92,20 @@ def _weighted(rows, vectors):
 class _ImplicitStages(torch.autograd.Function):
     """Zero in value, the implicit function theorem in the backward pass.
 
-    ``Y_out = Y* + _ImplicitStages.apply(G(Y*), matrix)`` with Y* the (detached) Newton
+    ``Y_out = Y* + _ImplicitStages.apply(G(Y*), newton)`` with Y* the (detached) Newton
     solution of G(Y) = 0 and G evaluated with autograd: then dY_out/dp = -M^-1 dG/dp with
-    M = dG/dY at Y*, which ``matrix()`` builds only if a backward pass happens.
+    M = dG/dY at Y*, which ``newton()`` factorises (dense or sparse) only if a backward pass
+    happens.
     """
 
     @staticmethod
-    def forward(ctx, residual, matrix):
-        ctx.matrix = matrix
+    def forward(ctx, residual, newton):
+        ctx.newton = newton
         return torch.zeros_like(residual)
 
     @staticmethod
     def backward(ctx, grad):
-        M = ctx.matrix()
-        w = torch.linalg.solve(M.mT, grad.reshape(M.shape[0], -1, 1))
+        w = ctx.newton().solve_transposed(grad.reshape(grad.shape[0], -1))
         return -w.reshape(grad.shape), None
 
 
@@ -263,9 +267,9 @@ class ImplicitRungeKutta:
         with torch.no_grad():
             return [self.field.jacobian(t.detach(), y.detach()) for t, y in zip(times, Y)]
 
-    def _exact_matrix(self, A, h, times, Y):
-        """dG/dY at the stage states Y: block (i, j) = delta_ij I - h a_ij J(Y_j)."""
-        return newton_matrix(A, h.detach(), torch.stack(self._stage_jacobians(times, Y), dim=1))
+    def _exact_newton(self, A, h, times, Y, t):
+        """dG/dY at the stage states Y, factorised: block (i, j) = delta_ij I - h a_ij J(Y_j)."""
+        return factor_newton(A, h.detach(), self._stage_jacobians(times, Y), t)
 
     def _attach_gradient(self, p, h, block, psi, Y):
         """Y out of Newton, carrying dY/d(psi, parameters) by the implicit function theorem."""
@@ -278,8 +282,8 @@ class ImplicitRungeKutta:
         if not any(v.requires_grad for v in (*F, *psi)):
             return Y
         G = torch.stack([Y[r] - psi[r] - h * _weighted(A[r], F) for r in range(len(Y))], dim=1)
-        matrix = lambda: self._exact_matrix(self._tensor(A, Y[0]), h, times, Y)  # noqa: E731
-        Y_out = torch.stack(Y, dim=1) + _ImplicitStages.apply(G, matrix)
+        newton = lambda: self._exact_newton(self._tensor(A, Y[0]), h, times, Y, p.t)  # noqa: E731
+        Y_out = torch.stack(Y, dim=1) + _ImplicitStages.apply(G, newton)
         return list(Y_out.unbind(1))
 
     def _error(self, p, h, K, newton_of):
@@ -337,10 +341,40 @@ class Rosenbrock:
         if isinstance(J, SplitJacobian):
             newton = factor_newton(self._gamma_block(p.y), h.detach(), [J], p.t)
             return lambda rhs: h_gamma * newton.solve(rhs)
+        if isinstance(J, JacobianAction):
+            return self._krylov_solver(p, h, J, h_gamma)
+        if isinstance(J, SparseJacobian):
+            # I/(h gamma) - J = (I - h gamma J)/(h gamma): the Newton entries of a one-stage block,
+            # in the autograd graph through J's entries and h
+            entries = newton_entries(J.pattern, self._gamma_block(p.y), h, [J.entries]) / blockwise(h_gamma)[..., 0]
+            newton = SparseNewton(self._gamma_block(p.y), h.detach(), [J.detach()], p.t, entries=entries)
+            return lambda rhs: sparse_solve_differentiable(newton, rhs)
         eye = torch.eye(self.field.n, dtype=p.y.dtype, device=p.y.device)
         M = eye / blockwise(h_gamma) - J
         lu = lu_factors(M.detach(), p.t, h)
         return lambda rhs: _FactoredSolve.apply(M, rhs[..., None], *lu)[..., 0]
+
+    def _krylov_solver(self, p: Point, h, J, h_gamma):
+        """rhs -> (I / (h gamma) - J)^-1 rhs by GMRES; the gradient by the implicit function
+        theorem on G(x) = x / (h gamma) - J x - rhs (transposed GMRES on J^T products)."""
+        newton = KrylovNewton(self._gamma_block(p.y), h.detach(), [J.detach()], p.t, J.field.krylov)
+        hg = blockwise(h_gamma)[..., 0]
+
+        class Transposed:   # M = dG/dx = (I - h gamma J) / (h gamma)
+            @staticmethod
+            def solve_transposed(g):
+                return hg.detach() * newton.solve_transposed(g)
+
+        def solve(rhs):
+            x = hg.detach() * newton.solve(rhs)
+            if not torch.is_grad_enabled():
+                return x
+            G = x / hg - J.mv(x) - rhs
+            if not G.requires_grad:
+                return x
+            return x + _ImplicitStages.apply(G, lambda: Transposed)
+
+        return solve
 
     def _gamma_block(self, like: torch.Tensor) -> torch.Tensor:
         return torch.full((1, 1), float(self.gamma), dtype=like.dtype, device=like.device)

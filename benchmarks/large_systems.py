@@ -1,0 +1,217 @@
+"""Large stiff systems: time, peak memory and accuracy against size, with CVODE in the same run.
+
+Problems (:mod:`stiffcore.problems.large`): BRUSS-2D on m x m periodic grids (2 m^2
+unknowns, t in [0, 11.5]) and ROBER in independent copies (3 copies unknowns, t in [0, 40]).
+Each case runs in a fresh process, so its peak resident memory is its own.  Rows:
+
+* ``scipy Rodas5P sparse`` / ``scipy RadauIIA5 sparse``: ``jac_sparsity`` (SuperLU);
+* ``scipy Rodas5P gmres``: matrix-free (difference quotients, no preconditioner);
+* ``jax Rodas5P SparseLU``: diffrax with :class:`~stiffcore.adapters.diffrax.SparseLU`
+  (coloured JVPs, SuperLU on the host); solve time after compilation, compile time apart;
+  ``+grad`` adds (in its own process, so the solve's memory stays its own) the gradient of
+  sum(y(T)^2) with respect to a parameter (diffusion scale / k1) by diffrax's default adjoint;
+* ``jax Rodas5P dense``: the default dense LU, up to 2,048 unknowns;
+* ``torch Rodas5P sparse`` (``jac_sparsity``), ``+grad`` (backward through the solve),
+  ``torch Rodas5P gmres`` (matrix-free, unpreconditioned: up to 512 unknowns);
+* ``CVODE sparse`` / ``CVODE band``: SUNDIALS CVODE (BDF) through scikit-sundae (band up
+  to 2,048 unknowns: the periodic grid's band is the whole matrix).
+
+Accuracy: RMS of the error weighted by atol + rtol |y| at T, against CVODE at rtol 1e-10.
+The time exponent is fitted from the two largest sizes.  Writes benchmarks/out/large_systems.png.
+
+    pip install -e ".[all,bench]"
+    python benchmarks/large_systems.py [--full] [--only TEXT]
+    # --full adds m = 128 (32,768 unknowns); --only "scipy" runs the backends naming scipy
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+
+import numpy as np
+
+RTOL, ATOL = {"bruss2d": (1e-6, 1e-6), "rober": (1e-6, 1e-10)}, None
+T_END = {"bruss2d": 11.5, "rober": 40.0}
+
+
+def problem(name: str, size: int, xp=np):
+    from stiffcore.problems import large
+
+    if name == "bruss2d":
+        return large.bruss2d(size, xp), large.bruss2d_y0(size), large.bruss2d_sparsity(size), [1.1]
+    return large.rober_copies(size, xp), large.rober_copies_y0(size), large.rober_copies_sparsity(size), []
+
+
+def bandwidth(S) -> int:
+    rows, cols = S.nonzero()
+    return int(np.max(np.abs(rows - cols)))
+
+
+def run_case(case):
+    """(seconds, peak RSS in MiB, y(T), steps, compile s, gradient s) of one case, in this process."""
+    name, size, backend = case
+    rtol, atol = RTOL[name]
+    t_end = T_END[name]
+    compile_s = grad_s = None
+    if backend.startswith("jax"):
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        from stiffcore.adapters.diffrax import Rodas5P, SparseLU
+
+        f, y0, S, jumps = problem(name, size, jnp)
+        solver = Rodas5P(linear_solver=SparseLU(S)) if "SparseLU" in backend else Rodas5P()
+
+        def solve(p):
+            return diffrax.diffeqsolve(
+                diffrax.ODETerm(lambda t, y, a: f(t, y, a)), solver, 0.0, t_end, None, jnp.asarray(y0), args=p,
+                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jumps or None),
+                saveat=diffrax.SaveAt(t1=True), max_steps=4096)  # the default adjoint keeps max_steps states
+
+        p0 = 1.0 if name == "bruss2d" else 0.04
+        def final(p):
+            sol = solve(p)
+            return sol.ys[-1], sol.stats["num_steps"]
+
+        fn = jax.jit(final)
+        start = time.perf_counter()
+        jax.block_until_ready(fn(p0))
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        y, steps = jax.block_until_ready(fn(p0))
+        seconds = time.perf_counter() - start
+        if "grad" in backend:
+            grad = jax.jit(jax.grad(lambda p: jnp.sum(solve(p).ys[-1] ** 2)))
+            jax.block_until_ready(grad(p0))
+            start = time.perf_counter()
+            jax.block_until_ready(grad(p0))
+            grad_s = time.perf_counter() - start
+        y, steps = np.asarray(y), int(steps)
+    elif backend.startswith("torch"):
+        import torch
+        from torchdiffeq import odeint
+
+        import stiffcore.adapters.torchdiffeq  # noqa: F401  (registers the methods)
+
+        f, y0, S, jumps = problem(name, size, torch)
+        opts = dict(linear_solver="gmres") if "gmres" in backend else dict(jac_sparsity=S)
+        if jumps:
+            opts["jump_t"] = torch.tensor(jumps, dtype=torch.float64)
+        p = torch.tensor(1.0 if name == "bruss2d" else 0.04, dtype=torch.float64, requires_grad=True)
+        ts = torch.tensor([0.0, t_end], dtype=torch.float64)
+        with torch.no_grad():
+            start = time.perf_counter()
+            ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method="rodas5p", rtol=rtol, atol=atol,
+                        options=opts)
+            seconds = time.perf_counter() - start
+        y, steps = ys[-1].numpy(), None
+        if "grad" in backend:
+            start = time.perf_counter()
+            ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method="rodas5p", rtol=rtol, atol=atol,
+                        options=opts)
+            torch.autograd.grad((ys[-1] ** 2).sum(), p)
+            grad_s = time.perf_counter() - start
+    elif backend.startswith("scipy"):
+        from scipy.integrate import solve_ivp
+
+        import stiffcore.adapters.scipy as S_
+
+        f, y0, S, jumps = problem(name, size)
+        method = backend.split()[1]
+        opts = dict(linear_solver="gmres") if "gmres" in backend else dict(jac_sparsity=S)
+        start = time.perf_counter()
+        sol = solve_ivp(f, (0.0, t_end), y0, method=getattr(S_, method), rtol=rtol, atol=atol, tstops=jumps, **opts)
+        seconds = time.perf_counter() - start
+        y, steps = (sol.y[:, -1] if sol.success else np.full(y0.size, np.nan)), sol.t.size - 1
+    else:
+        from sksundae.cvode import CVODE
+
+        f, y0, S, jumps = problem(name, size)
+        tight = backend == "reference"
+        opts = (dict(linsolver="band", lband=bandwidth(S), uband=bandwidth(S)) if "band" in backend
+                else dict(linsolver="sparse", sparsity=S))
+
+        def rhs(t, y, yp):
+            yp[:] = f(t, y)
+
+        solver = CVODE(rhs, rtol=1e-10 if tight else rtol, atol=(1e-12 if name == "rober" else 1e-10) if tight
+                       else atol, max_num_steps=1_000_000, **opts)
+        start = time.perf_counter()
+        steps, y = 0, y0
+        for a, b in zip([0.0, *jumps], [*jumps, t_end]):  # restart at the source switching on, as the others do
+            sol = solver.solve([a, b], y)
+            y, steps = sol.y[-1], steps + int(sol.nst if hasattr(sol, "nst") else len(sol.t))
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return seconds, peak, np.asarray(y), steps, compile_s, grad_s
+
+
+def in_fresh_process(case):
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(run_case, (case,))
+
+
+def main() -> None:
+    from _common import figure_tools, save, stream_row
+
+    from stiffcore.report import table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="add BRUSS-2D m = 128 and ROBER x 10,000")
+    parser.add_argument("--only", default="", help="run only backends containing this text (and CVODE sparse)")
+    args = parser.parse_args()
+    sizes = {"bruss2d": [16, 32, 64] + ([128] if args.full else []),
+             "rober": [1, 100, 1000] + ([10_000] if args.full else [3000])}
+    backends = ["CVODE sparse", "CVODE band", "scipy Rodas5P sparse", "scipy RadauIIA5 sparse", "scipy Rodas5P gmres",
+                "jax Rodas5P SparseLU", "jax Rodas5P SparseLU +grad", "jax Rodas5P dense", "torch Rodas5P sparse",
+                "torch Rodas5P sparse +grad", "torch Rodas5P gmres"]
+    headers = ["problem", "n", "backend", "time s", "x CVODE", "peak MiB", "error", "steps", "compile s",
+               "grad s", "grad/solve"]
+    print("  ".join(headers), flush=True)
+    rows, curves = [], {}
+    for name, ms in sizes.items():
+        for size in ms:
+            n = problem(name, size)[1].size
+            ref = in_fresh_process((name, size, "reference"))[2]
+            rtol, atol = RTOL[name]
+            cvode = None
+            for backend in backends:
+                if args.only not in backend and backend != "CVODE sparse":
+                    continue
+                if "dense" in backend and n > 2048 or "band" in backend and (name == "rober" or n > 2048) \
+                        or "gmres" in backend and n > (512 if "torch" in backend else 2048):
+                    continue
+                seconds, peak, y, steps, compile_s, grad_s = in_fresh_process((name, size, backend))
+                err = float(np.sqrt(np.mean(((y - ref) / (atol + rtol * np.abs(ref))) ** 2)))
+                cvode = seconds if backend == "CVODE sparse" else cvode
+                row = [name, n, backend, seconds, seconds / cvode, peak, err, steps, compile_s, grad_s,
+                       None if grad_s is None else grad_s / seconds]
+                stream_row(row)
+                rows.append(row)
+                curves.setdefault((name, backend), []).append((n, seconds))
+    print(table(headers, rows))
+    print("\ntime exponent from the two largest sizes (target <= 1.2):")
+    for (name, backend), pts in curves.items():
+        if len(pts) >= 2:
+            (n1, t1), (n2, t2) = pts[-2:]
+            print(f"  {name:8s} {backend:24s} n {n1} -> {n2}: {np.log(t2 / t1) / np.log(n2 / n1):.2f}")
+    tools = figure_tools()
+    if tools:
+        plt, out = tools
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, name in zip(axes, sizes):
+            for (pname, backend), pts in curves.items():
+                if pname == name:
+                    ax.loglog(*zip(*pts), "o-", label=backend)
+            ax.set(title=name, xlabel="unknowns n", ylabel="solve time (s)")
+            ax.legend(fontsize=7)
+        save(fig, out, "large_systems.png")
+
+
+if __name__ == "__main__":
+    main()
