@@ -44,6 +44,7 @@ class JacobianPattern:
         self.transpose_order = np.lexsort((self.rows, self.indices))
         self.digest = hashlib.blake2b(self.indptr.tobytes() + self.indices.tobytes(), digest_size=16).digest()
         self._newton: dict[int, JacobianPattern] = {}
+        self._layouts: dict[int, tuple] = {}
 
     @property
     def nnz(self) -> int:
@@ -90,6 +91,8 @@ class JacobianPattern:
         """How the entries of ``newton(stages)`` follow from J's: for each, the stage blocks
         (i, j), the index k of J's entry at the same (row, column) within the block (-1 where
         J has none) and whether it lies on the diagonal.  Entry = [diag] - h a_ij J_j[k]."""
+        if stages in self._layouts:
+            return self._layouts[stages]
         P = self.newton(stages)
         i, r = np.divmod(P.rows, self.n)
         j, c = np.divmod(P.indices, self.n)
@@ -97,7 +100,9 @@ class JacobianPattern:
 
         lookup = csr_matrix((np.arange(1, self.nnz + 1), self.indices, self.indptr), shape=(self.n, self.n))
         k = np.asarray(lookup[r, c]).ravel().astype(np.int64) - 1
-        return i, j, k, P.rows == P.indices
+        # kept: torch's Rosenbrock steps ask for it every step, and the lookup costs O(nnz log)
+        self._layouts[stages] = (i, j, k, P.rows == P.indices)
+        return self._layouts[stages]
 
     def misses(self, row: int, values: np.ndarray, tol: float = 0.0) -> list[int]:
         """Columns where row ``row`` of a Jacobian (``values``, dense) is nonzero but the
