@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: where figures go and how to get pyplot."""
+"""Shared by the benchmark scripts: where figures go, how to get pyplot, memory readings."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ def save(fig, out: Path, name: str) -> None:
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
     print(f"wrote {out / name}")
+
+
+def process_status_kib(field: str) -> float:
+    """``VmRSS`` or ``VmHWM`` (peak) of this process in KiB, from /proc/self/status.
+
+    VmHWM starts afresh at exec; ``getrusage``'s ru_maxrss does not: Linux carries the parent's
+    peak over, so a child spawned by a large process reports the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import time
 
 import numpy as np
@@ -52,6 +51,8 @@ def bandwidth(S) -> int:
 
 def run_case(case):
     """(seconds, peak RSS in MiB, y(T), steps, compile s, gradient s) of one case, in this process."""
+    from _common import process_status_kib
+
     name, size, backend = case
     rtol, atol = RTOL[name]
     t_end = T_END[name]
@@ -147,7 +148,7 @@ def run_case(case):
             sol = solver.solve([a, b], y)
             y, steps = sol.y[-1], steps + int(sol.nst if hasattr(sol, "nst") else len(sol.t))
         seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = process_status_kib("VmHWM") / 1024
     return seconds, peak, np.asarray(y), steps, compile_s, grad_s
 
 

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 import torch
-from _common import figure_tools, save
+from _common import figure_tools, process_status_kib, save
 from torchdiffeq import odeint, odeint_adjoint
 
 from stiffcore.adapters.torchdiffeq import odeint_reversible
@@ -93,16 +93,6 @@ class Field(torch.nn.Module):
         return self.net(y)
 
 
-def _status_kib(field: str) -> float:
-    """VmRSS / VmHWM of this process in KiB (VmHWM starts afresh at exec, unlike ru_maxrss,
-    which Linux carries over from the parent)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def memory_case(case: str, n_steps: int) -> dict:
     """One gradient in this (fresh) process: peak RSS growth and wall time."""
     func = Field()
@@ -113,7 +103,7 @@ def memory_case(case: str, n_steps: int) -> dict:
     # warm up the code paths on a tiny run so one-time costs stay out of the measurement
     odeint_reversible(func, y0, t, options={"base": "rk4", "step_size": 0.5}).sum().backward()
     odeint(func, y0, t, method="rk4", options={"step_size": 0.5}).sum().backward()
-    before = _status_kib("VmRSS")
+    before = process_status_kib("VmRSS")
     start = time.perf_counter()
     if case == "direct":
         out = odeint(func, y0, t, method="rk4", options=opts)
@@ -125,7 +115,7 @@ def memory_case(case: str, n_steps: int) -> dict:
         out = odeint_reversible(func, y0, t, options={"base": "rk4", **opts})
     grads = torch.autograd.grad(out[-1].pow(2).sum(), params)
     elapsed = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = process_status_kib("VmHWM")
     return dict(case=case, n=n_steps, mib=max(peak - before, 0) / 1024, time=elapsed,
                 grad_norm=float(sum(g.pow(2).sum() for g in grads).sqrt()))
 
