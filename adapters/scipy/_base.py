@@ -218,8 +218,7 @@ class StiffSolver(OdeSolver):
         lower, upper = (0 if b is None else b for b in (lband, uband))
         if not all(isinstance(b, (int, np.integer)) and b >= 0 for b in (lower, upper)):
             raise ValueError(f"lband and uband must be integers >= 0, got lband={lband}, uband={uband}")
-        pattern = banded_pattern(self.n, int(lower), int(upper))
-        return pattern.matrix(np.ones(pattern.nnz, dtype=bool))
+        return banded_pattern(self.n, int(lower), int(upper))
 
     @staticmethod
     def _check_tstops(tstops, t0, t_bound):

@@ -1,8 +1,9 @@
 """Jacobians and the linear solves with Newton/Rosenbrock matrices for the SciPy solvers.
 
 The Jacobian may be a callable, a constant dense or sparse matrix, or absent (then
-forward differences with ``num_jac``, using ``jac_sparsity`` if given), as in SciPy's
-own ``Radau`` and ``BDF``.  Matrices ``(shift I - J)`` are LU-factorised once per
+forward differences, as in SciPy's own ``Radau`` and ``BDF``: ``num_jac`` when dense, one
+difference per colour of ``jac_sparsity`` on the core's :class:`JacobianPattern` when
+sparse, O(nnz) in memory).  Matrices ``(shift I - J)`` are LU-factorised once per
 distinct shift and reused until J or the step size changes (Hairer & Wanner IV.8)
 (:class:`ShiftedLU`), or never formed: GMRES on Jacobian-vector products
 (:class:`KrylovSolve`, Brown & Hindmarsh 1989, as CVODE's SPGMR).
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import get_lapack_funcs, lu_factor
-from scipy.optimize._numdiff import group_columns
 from scipy.sparse import csc_matrix, eye, issparse
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, gmres, splu
 from scipy.integrate._ivp.common import num_jac
+
+from stiffcore.linalg import JacobianPattern
+from stiffcore.linalg.differences import difference_increments, difference_jacobian
 
 
 #: Upper bound on ``num_jac``'s per-column increment factors.  ``num_jac`` raises a column's
@@ -41,13 +44,14 @@ class Jacobian:
         self.sparse = False
         self.constant = None
         self.callable = None
-        self.sparsity = None
+        self.pattern = None
         n = solver.n
         if jac is None:
             if sparsity is not None:
-                if issparse(sparsity):
-                    sparsity = csc_matrix(sparsity)
-                self.sparsity = (sparsity, group_columns(sparsity))
+                self.pattern = sparsity if isinstance(sparsity, JacobianPattern) else JacobianPattern(sparsity)
+                if self.pattern.n != n:
+                    raise ValueError(f"`jac_sparsity` is expected to have shape {(n, n)}, "
+                                     f"but actually has {(self.pattern.n, self.pattern.n)}.")
                 self.sparse = True
         elif callable(jac):
             self.callable = jac
@@ -84,7 +88,12 @@ class Jacobian:
         if self.callable is not None:
             J = self.callable(t, y)
             return csc_matrix(J, dtype=float) if self.sparse else np.asarray(J, dtype=float)
-        J, factor = num_jac(self._counted, t, y, f, s.atol, self.factor, self.sparsity)
+        if self.pattern is not None:
+            # not num_jac's sparse path: its memory grows faster than n (ROBER x 33,333 was
+            # killed on a 24 GB machine); this is O(nnz)
+            inc = difference_increments(y, s.rtol, s.atol)
+            return self.pattern.matrix(difference_jacobian(self._counted, t, y, f, self.pattern, inc)).tocsc()
+        J, factor = num_jac(self._counted, t, y, f, s.atol, self.factor)
         self.factor = np.minimum(factor, NUM_JAC_MAX_FACTOR)
         return J
 
