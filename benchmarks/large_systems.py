@@ -14,7 +14,11 @@ Each case runs in a fresh process, so its peak resident memory is its own.  Rows
 * ``torch Rodas5P sparse`` (``jac_sparsity``), ``+grad`` (backward through the solve),
   ``torch Rodas5P gmres`` (matrix-free, unpreconditioned: up to 512 unknowns);
 * ``CVODE sparse`` / ``CVODE band``: SUNDIALS CVODE (BDF) through scikit-sundae (band up
-  to 2,048 unknowns: the periodic grid's band is the whole matrix).
+  to 2,048 unknowns: the periodic grid's band is the whole matrix);
+* ``CasADi CVODES`` (CasADi's CVODES with its default linear solver, the model as SX
+  expressions), ``+grad`` by CasADi's own sensitivities (CVODES adjoints);
+* ``pydiffsol BDF sparse`` (diffsol's BDF, faer sparse LU, the model in DiffSL), ROBER only,
+  ``+sens`` by forward sensitivities.
 
 Accuracy: RMS of the error weighted by atol + rtol |y| at T, against CVODE at rtol 1e-10.
 The time exponent is fitted from the two largest sizes.  Writes benchmarks/out/large_systems.png.
@@ -129,6 +133,12 @@ def run_case(case):
         sol = solve_ivp(f, (0.0, t_end), y0, method=getattr(S_, method), rtol=rtol, atol=atol, tstops=jumps, **opts)
         seconds = time.perf_counter() - start
         y, steps = (sol.y[:, -1] if sol.success else np.full(y0.size, np.nan)), sol.t.size - 1
+    elif backend.startswith("CasADi"):
+        seconds, y, grad_s = _run_casadi(name, size, rtol, atol, t_end, "grad" in backend)
+        steps = None
+    elif backend.startswith("pydiffsol"):
+        seconds, y, grad_s = _run_pydiffsol(size, rtol, atol, t_end, "sens" in backend)
+        steps = None
     else:
         from sksundae.cvode import CVODE
 
@@ -152,6 +162,98 @@ def run_case(case):
     return seconds, peak, np.asarray(y), steps, compile_s, grad_s
 
 
+def _casadi_model(name: str, size: int):
+    """(state, parameters, right-hand side) as CasADi SX: scalar expressions, which CasADi
+    evaluates fastest.  Parameters: (diffusion scale, source on) for BRUSS-2D, (k1,) for ROBER."""
+    import casadi as ca
+    import scipy.sparse as sp
+
+    from stiffcore.problems.large import BRUSS2D_ALPHA
+
+    if name == "rober":
+        y, p = ca.SX.sym("y", 3 * size), ca.SX.sym("p", 1)
+        a, b, c = y[0::3], y[1::3], y[2::3]
+        da, dc = -p[0] * a + 1e4 * b * c, 3e7 * b * b
+        return y, p, ca.reshape(ca.horzcat(da, -da - dc, dc).T, 3 * size, 1)
+    m, N = size, size * size
+    ring = sp.diags([1.0, 1.0], [-1, 1], shape=(m, m)).tolil()
+    ring[0, m - 1] = ring[m - 1, 0] = 1.0
+    L = ((sp.kron(ring, sp.identity(m)) + sp.kron(sp.identity(m), ring) - 4 * sp.identity(N)) * BRUSS2D_ALPHA * m * m).tocsc()
+    L = ca.DM(ca.Sparsity(N, N, L.indptr.tolist(), L.indices.tolist()), L.data.tolist())
+    x = np.arange(m) / m
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    disc = ca.DM(((X - 0.3) ** 2 + (Y - 0.6) ** 2 <= 0.01).astype(float).ravel())
+    y, p = ca.SX.sym("y", 2 * N), ca.SX.sym("p", 2)
+    u, v = y[0::2], y[1::2]
+    uuv = u * u * v
+    du = 1 + uuv - 4.4 * u + p[0] * ca.mtimes(L, u) + 5.0 * p[1] * disc
+    dv = 3.4 * u - uuv + p[0] * ca.mtimes(L, v)
+    return y, p, ca.reshape(ca.horzcat(du, dv).T, 2 * N, 1)
+
+
+def _run_casadi(name, size, rtol, atol, t_end, gradient):
+    """CasADi's CVODES (its default linear solver); the gradient of sum(y(T)^2) by CasADi's
+    own choice of sensitivities (CVODES adjoints for one scalar output)."""
+    import casadi as ca
+
+    y, p, rhs = _casadi_model(name, size)
+    y0 = problem(name, size)[1]
+    opts = {"abstol": atol, "reltol": rtol, "max_num_steps": 1_000_000}
+    pieces = [(0.0, 1.1, 0.0), (1.1, t_end, 1.0)] if name == "bruss2d" else [(0.0, t_end, None)]
+    integrators = [ca.integrator(f"F{i}", "cvodes", {"x": y, "p": p, "ode": rhs}, a, b, opts)
+                   for i, (a, b, _) in enumerate(pieces)]
+
+    def final(param):
+        x = y0
+        for F, (_, _, on) in zip(integrators, pieces):
+            x = F(x0=x, p=param if on is None else ca.vertcat(param, on))["xf"]
+        return x
+
+    p0 = 1.0 if name == "bruss2d" else 0.04
+    start = time.perf_counter()
+    out = np.asarray(final(p0)).ravel()
+    seconds = time.perf_counter() - start
+    grad_s = None
+    if gradient:
+        a = ca.MX.sym("a")  # the integrators are MX functions
+        G = ca.Function("G", [a], [ca.gradient(ca.sumsqr(final(a)), a)])
+        start = time.perf_counter()
+        G(p0)
+        grad_s = time.perf_counter() - start
+    return seconds, out, grad_s
+
+
+def _run_pydiffsol(copies, rtol, atol, t_end, sensitivities):
+    """pydiffsol's BDF with its sparse (faer) LU on ROBER copies, written in DiffSL as its own
+    published benchmark does (blocked: all A, all B, all C); the gradient of sum(y(T)^2) from
+    forward sensitivities."""
+    import pydiffsol as ds
+
+    g = copies
+    code = f"""
+        in_i {{ k1 = 0.04 }}
+        u_i {{ (0:{g}): a = 1, ({g}:{2 * g}): b = 0, ({2 * g}:{3 * g}): c = 0, }}
+        F_i {{
+            -k1 * a_i + 10000 * b_i * c_i,
+            k1 * a_i - 30000000 * b_i * b_i - 10000 * b_i * c_i,
+            30000000 * b_i * b_i,
+        }}
+    """
+    ode = ds.Ode(code, matrix_type=ds.faer_sparse if g > 1 else ds.nalgebra_dense, ode_solver=ds.bdf)
+    ode.rtol, ode.atol = rtol, atol
+    k1 = np.array([0.04])
+    start = time.perf_counter()
+    blocked = ode.solve_dense(k1, np.array([t_end])).ys[:, -1]
+    seconds = time.perf_counter() - start
+    grad_s = None
+    if sensitivities:
+        start = time.perf_counter()
+        sol = ode.solve_fwd_sens(k1, np.array([t_end]))
+        gradient = 2 * blocked @ np.asarray(sol.sens[0])[:, -1]  # noqa: F841  (the work being timed)
+        grad_s = time.perf_counter() - start
+    return seconds, blocked.reshape(3, g).T.ravel(), grad_s
+
+
 def in_fresh_process(case):
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(run_case, (case,))
@@ -170,7 +272,8 @@ def main() -> None:
              "rober": [1, 100, 1000] + ([10_000] if args.full else [3000])}
     backends = ["CVODE sparse", "CVODE band", "scipy Rodas5P sparse", "scipy RadauIIA5 sparse", "scipy Rodas5P gmres",
                 "jax Rodas5P SparseLU", "jax Rodas5P SparseLU +grad", "jax Rodas5P dense", "torch Rodas5P sparse",
-                "torch Rodas5P sparse +grad", "torch Rodas5P gmres"]
+                "torch Rodas5P sparse +grad", "torch Rodas5P gmres", "CasADi CVODES", "CasADi CVODES +grad",
+                "pydiffsol BDF sparse", "pydiffsol BDF sparse +sens"]
     headers = ["problem", "n", "backend", "time s", "x CVODE", "peak MiB", "error", "steps", "compile s",
                "grad s", "grad/solve"]
     print("  ".join(headers), flush=True)
@@ -185,7 +288,8 @@ def main() -> None:
                 if args.only not in backend and backend != "CVODE sparse":
                     continue
                 if "dense" in backend and n > 2048 or "band" in backend and (name == "rober" or n > 2048) \
-                        or "gmres" in backend and n > (512 if "torch" in backend else 2048):
+                        or "gmres" in backend and n > (512 if "torch" in backend else 2048) \
+                        or "pydiffsol" in backend and name != "rober":  # BRUSS-2D needs index shifts DiffSL lacks
                     continue
                 seconds, peak, y, steps, compile_s, grad_s = in_fresh_process((name, size, backend))
                 err = float(np.sqrt(np.mean(((y - ref) / (atol + rtol * np.abs(ref))) ** 2)))
