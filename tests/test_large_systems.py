@@ -476,6 +476,14 @@ def test_torch_gmres_preconditioner_failures_and_options():
                                                krylov_restart=2, krylov_maxiter=1))
     np.testing.assert_allclose(sol.numpy(), ref.numpy(), rtol=1e-7)
     assert calls
+    # the backward pass's transposed systems get P^T (the preconditioner's VJP): on the same
+    # two-iteration budget the gradient is the dense one (unpreconditioned, GMRES fails there)
+    grads = []
+    for opts in ({}, dict(linear_solver="gmres", preconditioner=exact_inverse, krylov_restart=2, krylov_maxiter=1)):
+        x0 = y0.clone().requires_grad_(True)
+        (odeint(f, x0, ts, **kw, options=opts)[-1] ** 2).sum().backward()
+        grads.append(x0.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match=r"preconditioner's result has shape \(3,\); expected the state's \(72,\)"):
         odeint(f, y0, ts, **kw, options=dict(linear_solver="gmres",
                                              preconditioner=lambda t, y, hg: (lambda v: v[:3])))

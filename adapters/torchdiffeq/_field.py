@@ -15,7 +15,7 @@ import torch
 
 from . import _adjoint
 from ._krylov import JacobianAction
-from ._linalg import SparseJacobian
+from ._linalg import SparseJacobian, pattern_indices
 
 JAC_CHOICES = ("autodiff", "finite_difference")
 
@@ -176,8 +176,7 @@ class VectorField:
 
         compressed = torch.func.vmap(product)(seeds).reshape(P.colours, self.batch, self.n)   # (colours, B, n)
         self.nfev += P.colours   # a forward-mode product costs about one evaluation
-        groups = torch.as_tensor(P.groups[P.indices], device=y.device)
-        rows = torch.as_tensor(P.rows, device=y.device)
+        rows, _, groups = pattern_indices(P, "csr", y.device)
         entries = compressed[groups, :, rows].T                                            # (B, nnz)
         if not self._pattern_checked:
             self._check_pattern(t, y, entries)
@@ -189,8 +188,8 @@ class VectorField:
         with torch.no_grad():
             v = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(0)).to(y.device)
             exact = torch.func.jvp(lambda u: self._evaluate(t, u), (y,), (v,))[1].reshape(self.batch, self.n)
-            rows = torch.as_tensor(P.rows, device=y.device)
-            terms = entries * v[:, torch.as_tensor(P.indices, device=y.device)]
+            rows, cols, _ = pattern_indices(P, "csr", y.device)
+            terms = entries * v[:, cols]
             assembled = torch.zeros_like(exact).index_add_(1, rows, terms)
             scale = torch.zeros_like(exact).index_add_(1, rows, terms.abs())
             bad = (exact - assembled).abs() > 1e-6 * (scale + exact.abs()) + torch.finfo(y.dtype).tiny

@@ -86,23 +86,39 @@ def gmres(matvec, b: torch.Tensor, precondition=None, rtol: float = 1e-5, restar
 class KrylovNewton:
     """I - h (A (x) J) of an m-stage block by GMRES, J as :class:`JacobianAction` s (one per
     stage, or the step's for all).  ``preconditioner(t, y, h_gamma)`` returns a callable
-    approximating (I - h_gamma J)^-1 on tensors of y's shape; a block of m stages gets it
-    stage by stage with h a_jj (block Jacobi)."""
+    approximating (I - h_gamma J)^-1 on tensors of y's shape (h_gamma a 0-d tensor, or one
+    per batch element shaped to broadcast against y); a block of m stages gets it stage by
+    stage with h a_jj (block Jacobi); the transposed solves get its transpose."""
 
     def __init__(self, a_block: torch.Tensor, h, jacobians: list, t, options):
         self.A, self.h, self.J, self.t = a_block, h, jacobians, t
         self.m = a_block.shape[0]
         self.options = options
-        self.precondition = None
+        self.precondition = self.precondition_transposed = None
         pre = options.get("preconditioner")
         if pre is not None:
             J0 = jacobians[0]
-            hb = blockwise(h)[..., 0]
             shape = J0.field.shape
+            # h gamma as the user's y broadcasts it: a 0-d tensor, or (B, 1, ...) with a step per element
+            hb = h.reshape(()) if h.numel() == 1 else h.reshape(-1, *[1] * (len(shape) - 1))
             blocks = [pre(J0.t, J0.y.reshape(shape), hb * a_block[j, j]) for j in range(self.m)]
-            self.precondition = lambda v: torch.cat([   # noqa: E731
-                _checked(blocks[j](v[:, j * J0.y.shape[1]:(j + 1) * J0.y.shape[1]].reshape(shape)), shape)
-                .reshape(v.shape[0], -1) for j in range(self.m)], dim=1)
+            self._blocks, self._shape, self._width = blocks, shape, J0.y.shape[1]
+            self.precondition = self._block_jacobi(blocks)
+
+    def _block_jacobi(self, blocks):
+        shape, width = self._shape, self._width
+        return lambda v: torch.cat([   # noqa: E731
+            _checked(blocks[j](v[:, j * width:(j + 1) * width].reshape(shape)), shape).reshape(v.shape[0], -1)
+            for j in range(self.m)], dim=1)
+
+    def _transposed_preconditioner(self):
+        """P^T for the backward pass's transposed systems: a preconditioner is linear, so its
+        transpose is its vector-Jacobian product (at zero)."""
+        if self.precondition_transposed is None and self.precondition is not None:
+            zero = torch.zeros(self._shape, dtype=self.J[0].y.dtype, device=self.J[0].y.device)
+            transposed = [torch.func.vjp(lambda v, P=P: _checked(P(v), self._shape), zero)[1] for P in self._blocks]
+            self.precondition_transposed = self._block_jacobi([lambda w, T=T: T(w)[0] for T in transposed])
+        return self.precondition_transposed
 
     def _stages(self, v):
         return v.reshape(v.shape[0], self.m, -1).unbind(1)
@@ -123,8 +139,8 @@ class KrylovNewton:
         o = self.options
         with torch.no_grad():
             x, ok = gmres(lambda v: self._apply(v, transpose), b.detach(),
-                          None if transpose else self.precondition, o["krylov_rtol"], o["krylov_restart"],
-                          o["krylov_maxiter"])
+                          self._transposed_preconditioner() if transpose else self.precondition, o["krylov_rtol"],
+                          o["krylov_restart"], o["krylov_maxiter"])
         if not ok:
             raise StepFailure(f"GMRES did not reach rtol {o['krylov_rtol']:g} in {o['krylov_maxiter']} restarts of "
                               f"{o['krylov_restart']} at t = {format_time(self.t)} with h = {format_time(self.h)}; "

@@ -12,6 +12,8 @@ is then that of the core system, whatever the number of quadratures.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -170,10 +172,21 @@ class SparseNewton:
         return self.solve(b, transpose=True)
 
 
+@functools.lru_cache(maxsize=64)
+def pattern_indices(pattern, name: str, device: torch.device, stages: int = 1) -> tuple[torch.Tensor, ...]:
+    """A pattern's index arrays as tensors on ``device``, made once (a pattern never changes,
+    and the sparse paths ask for them every Jacobian and every solve): ``"csr"`` (rows,
+    columns, colour of each entry's column) or ``"newton"`` (the layout of
+    ``pattern.newton(stages)``: block row, block column, J's entry or -1, diagonal)."""
+    arrays = ((pattern.rows, pattern.indices, pattern.groups[pattern.indices]) if name == "csr"
+              else pattern.newton_layout(stages))
+    return tuple(torch.as_tensor(a, device=device) for a in arrays)
+
+
 def newton_entries(pattern, a_block: torch.Tensor, h, stage_entries: list) -> torch.Tensor:
     """The entries of I - h (A (x) J) on ``pattern.newton(m)`` from each stage's J entries
     ((B, nnz) each), differentiable in them (:meth:`JacobianPattern.newton_layout`)."""
-    i, j, k, diag = (torch.as_tensor(x, device=a_block.device) for x in pattern.newton_layout(a_block.shape[0]))
+    i, j, k, diag = pattern_indices(pattern, "newton", a_block.device, a_block.shape[0])
     J = torch.stack(stage_entries, dim=1)                                  # (B, m, nnz)
     gathered = J[:, j, k.clamp(min=0)] * (k >= 0)                          # (B, nnzP)
     return diag.to(J.dtype) - blockwise(h)[..., 0] * a_block[i, j] * gathered
@@ -198,9 +211,7 @@ class _SparseSolve(torch.autograd.Function):
         b_bar = newton.solve_transposed(x_bar)
         entries_bar = None
         if ctx.needs_input_grad[0]:
-            P = newton.pattern
-            rows = torch.as_tensor(P.rows, device=x.device)
-            cols = torch.as_tensor(P.indices, device=x.device)
+            rows, cols, _ = pattern_indices(newton.pattern, "csr", x.device)
             entries_bar = -b_bar[:, rows] * x[:, cols]
         return entries_bar, b_bar, None
 

@@ -3,11 +3,13 @@
 :class:`JacobianPattern` says which entries of df/dy may be nonzero and groups the columns
 so that a few Jacobian-vector products recover the whole Jacobian (Curtis, Powell & Reid
 1974).  :func:`sparse_solve` factorises the Newton matrix once (SuperLU) and reuses the
-factors for every solve with the same entries.  The adapters assemble the entries in their
+factors for every solve with the same entries.  :func:`difference_jacobian` fills a
+pattern's entries by one forward difference of f per colour, for callers without autodiff.  The adapters assemble the entries in their
 framework and hand them here (SciPy directly, JAX through a callback, torch on the host).
 """
 
+from .differences import difference_increments, difference_jacobian
 from .pattern import JacobianPattern, banded_pattern
 from .sparse_lu import sparse_solve
 
-__all__ = ["JacobianPattern", "banded_pattern", "sparse_solve"]
+__all__ = ["JacobianPattern", "banded_pattern", "difference_increments", "difference_jacobian", "sparse_solve"]
