@@ -178,7 +178,8 @@ def _casadi_model(name: str, size: int):
     m, N = size, size * size
     ring = sp.diags([1.0, 1.0], [-1, 1], shape=(m, m)).tolil()
     ring[0, m - 1] = ring[m - 1, 0] = 1.0
-    L = ((sp.kron(ring, sp.identity(m)) + sp.kron(sp.identity(m), ring) - 4 * sp.identity(N)) * BRUSS2D_ALPHA * m * m).tocsc()
+    L = (sp.kron(ring, sp.identity(m)) + sp.kron(sp.identity(m), ring) - 4 * sp.identity(N)).tocsc()
+    L = L * (BRUSS2D_ALPHA * m * m)
     L = ca.DM(ca.Sparsity(N, N, L.indptr.tolist(), L.indices.tolist()), L.data.tolist())
     x = np.arange(m) / m
     X, Y = np.meshgrid(x, x, indexing="ij")

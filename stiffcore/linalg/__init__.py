@@ -3,9 +3,10 @@
 :class:`JacobianPattern` says which entries of df/dy may be nonzero and groups the columns
 so that a few Jacobian-vector products recover the whole Jacobian (Curtis, Powell & Reid
 1974).  :func:`sparse_solve` factorises the Newton matrix once (SuperLU) and reuses the
-factors for every solve with the same entries.  :func:`difference_jacobian` fills a
-pattern's entries by one forward difference of f per colour, for callers without autodiff.  The adapters assemble the entries in their
-framework and hand them here (SciPy directly, JAX through a callback, torch on the host).
+factors for every solve with the same entries.  The adapters assemble the entries in their
+framework and hand them here (SciPy directly, JAX through a callback, torch on the host);
+:func:`difference_jacobian` fills them by one forward difference of f per colour, for
+callers without autodiff (SciPy).
 """
 
 from .differences import difference_increments, difference_jacobian
