@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import get_lapack_funcs, lu_factor
 from scipy.sparse import csc_matrix, eye, issparse
-from scipy.sparse.linalg import LinearOperator, aslinearoperator, gmres, splu
+from scipy.sparse.linalg import LinearOperator, aslinearoperator, gmres
 from scipy.integrate._ivp.common import num_jac
 
 from stiffcore.linalg import JacobianPattern
+from stiffcore.linalg.sparse_lu import SingularMatrixError, superlu
 from stiffcore.linalg.differences import difference_increments, difference_jacobian
 
 
@@ -28,10 +29,6 @@ from stiffcore.linalg.differences import difference_increments, difference_jacob
 #: steps and the next increment overflowed.  eps^(1/4) keeps an increment that still resolves a
 #: derivative (a quarter of the digits) once the column matters again.
 NUM_JAC_MAX_FACTOR = np.finfo(float).eps ** 0.25
-
-
-class SingularMatrixError(ArithmeticError):
-    """The Newton or Rosenbrock matrix is singular to working precision."""
 
 
 class Jacobian:
@@ -134,10 +131,7 @@ class ShiftedLU:
         self.solver.nlu += 1
         matrix = shift * self.identity - J
         if self.sparse:
-            try:
-                return splu(csc_matrix(matrix))
-            except RuntimeError as exc:  # "Factor is exactly singular"
-                raise SingularMatrixError(str(exc)) from None
+            return superlu(matrix)
         lu, piv = lu_factor(matrix, check_finite=False)
         diag = np.abs(np.diag(lu))
         if not np.all(np.isfinite(lu)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):

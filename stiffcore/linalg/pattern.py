@@ -9,6 +9,7 @@ own ``solve_ivp`` uses for ``jac_sparsity``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -45,6 +46,12 @@ class JacobianPattern:
         self.digest = hashlib.blake2b(self.indptr.tobytes() + self.indices.tobytes(), digest_size=16).digest()
         self._newton: dict[int, JacobianPattern] = {}
         self._layouts: dict[int, tuple] = {}
+
+    @functools.cached_property
+    def symmetric(self) -> bool:
+        """Whether df_i/dy_j is in the pattern exactly where df_j/dy_i is."""
+        return bool(np.array_equal(self.indices[self.transpose_order], self.rows)
+                    and np.array_equal(self.rows[self.transpose_order], self.indices))
 
     @property
     def nnz(self) -> int:
