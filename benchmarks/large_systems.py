@@ -11,7 +11,8 @@ Each case runs in a fresh process, so its peak resident memory is its own.  Rows
   ``+grad`` adds (in its own process, so the solve's memory stays its own) the gradient of
   sum(y(T)^2) with respect to a parameter (diffusion scale / k1) by diffrax's default adjoint;
 * ``jax Rodas5P dense``: the default dense LU, up to 2,048 unknowns;
-* ``torch Rodas5P sparse`` (``jac_sparsity``), ``+grad`` (backward through the solve),
+* ``torch Rodas5P sparse`` (``jac_sparsity``; after a short warm-up solve), ``+grad``
+  (backward through the solve),
   ``torch Rodas5P gmres`` (matrix-free, unpreconditioned: up to 512 unknowns);
 * ``CVODE sparse`` / ``CVODE band``: SUNDIALS CVODE (BDF) through scikit-sundae (band up
   to 2,048 unknowns: the periodic grid's band is the whole matrix);
@@ -109,6 +110,9 @@ def run_case(case):
             opts["jump_t"] = torch.tensor(jumps, dtype=torch.float64)
         p = torch.tensor(1.0 if name == "bruss2d" else 0.04, dtype=torch.float64, requires_grad=True)
         ts = torch.tensor([0.0, t_end], dtype=torch.float64)
+        with torch.no_grad():   # warm-up (torch.func's first use, ~1 s), as JAX's compilation is kept apart
+            odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts * 1e-3, method="rodas5p", rtol=rtol, atol=atol,
+                   options=opts)
         with torch.no_grad():
             start = time.perf_counter()
             ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method="rodas5p", rtol=rtol, atol=atol,

@@ -22,7 +22,7 @@ import numpy as np
 from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
-from stiffcore.linalg import JacobianPattern
+from stiffcore.linalg import JacobianPattern, detect_pattern, probe_points
 from stiffcore.linalg.sparse_lu import SingularMatrixError, sparse_solve
 
 
@@ -113,3 +113,26 @@ def check_pattern(f, t, y, pattern: JacobianPattern):
     # a side effect (not a pure callback, which XLA may drop): the error surfaces from the solve
     io_callback(raise_if_missing, None, *jax.lax.stop_gradient((jnp.any(gap), row, values)))
     return y
+
+
+def detect_sparsity(vector_field, t0, y0, args=None, block: int | None = None) -> JacobianPattern:
+    """The sparsity pattern of ``vector_field(t, y, args)``'s Jacobian, found once by JVPs
+    with unit vectors (``block`` at a time, jitted) at y0 and at a point near it
+    (:func:`stiffcore.linalg.probe_points`), for :class:`SparseLU` where no pattern is at
+    hand.  Costs n JVPs once: O(n^2) time, O(nnz + block n) memory.  y0 may be a pytree; the
+    pattern is that of the flat state."""
+    flat0, unravel = ravel_pytree(y0)
+    n = flat0.size
+    block = block or max(1, min(256, 2**22 // max(n, 1)))   # a block of products stays ~32 MB
+    points = [jnp.asarray(p, flat0.dtype) for p in probe_points(np.asarray(flat0))]
+
+    @jax.jit
+    def columns(y, start):
+        seeds = jax.nn.one_hot(start + jnp.arange(block), n, dtype=flat0.dtype)
+        f = lambda u: ravel_pytree(vector_field(t0, unravel(u), args))[0]  # noqa: E731
+        return jax.vmap(lambda s: jax.jvp(f, (y,), (s,))[1])(seeds)
+
+    def both(start, stop):
+        return sum(np.abs(np.asarray(columns(y, start))) for y in points)[: stop - start]
+
+    return detect_pattern(both, n, block)

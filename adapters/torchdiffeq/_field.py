@@ -136,7 +136,8 @@ class VectorField:
         if self.adjoint is not None:
             return self.adjoint.jacobian(t, y)
         if self.pattern is not None:
-            return SparseJacobian(self.pattern, self._sparse_entries(t, y))
+            entries = self._sparse_entries(t, y)   # first: it may detect the pattern
+            return SparseJacobian(self.pattern, entries)
         if self.krylov is not None:
             return JacobianAction(self, t, y, differentiable=torch.is_grad_enabled())
         if callable(self.jac):
@@ -158,6 +159,10 @@ class VectorField:
         if jac != "autodiff":
             raise ValueError("option jac_sparsity assembles the Jacobian by forward-mode autodiff: it needs "
                              f"jac='autodiff' (the default), got jac={jac!r}")
+        if isinstance(jac_sparsity, str):
+            if jac_sparsity != "detect":
+                raise ValueError(f"option jac_sparsity must be an n x n pattern or 'detect', got {jac_sparsity!r}")
+            return "detect"   # found at the first Jacobian, where (t, y) are known
         pattern = jac_sparsity if isinstance(jac_sparsity, JacobianPattern) else JacobianPattern(jac_sparsity)
         if pattern.n != self.n:
             raise ValueError(f"option jac_sparsity is {pattern.n} x {pattern.n}, but the state has {self.n} unknowns"
@@ -168,6 +173,8 @@ class VectorField:
         """J's entries on the pattern, (B, nnz), from one forward-mode product per colour of its
         columns (Curtis, Powell & Reid); differentiable under grad mode.  The first call checks
         the pattern against a probe product and names an entry it misses."""
+        if isinstance(self.pattern, str):
+            self.pattern = self._detect_pattern(t, y)
         P = self.pattern
         seeds = torch.as_tensor(P.seeds(), dtype=y.dtype, device=y.device)
 
@@ -181,6 +188,30 @@ class VectorField:
         if not self._pattern_checked:
             self._check_pattern(t, y, entries)
         return entries
+
+    def _detect_pattern(self, t, y):
+        """``jac_sparsity='detect'``: the pattern found once by forward-mode products with unit
+        vectors at the first Jacobian's point and near it (:func:`stiffcore.linalg.detect_pattern`),
+        the union over the batch's systems.  n products once: O(n^2) time, O(nnz) memory."""
+        from stiffcore.linalg import detect_pattern, probe_points
+
+        points = [torch.as_tensor(p, dtype=y.dtype, device=y.device)
+                  for p in probe_points(y.detach().cpu().numpy())]
+
+        def columns(start, stop):
+            k = stop - start
+            seeds = torch.zeros(k, self.n, dtype=y.dtype, device=y.device)
+            seeds[torch.arange(k), torch.arange(start, stop)] = 1
+            total = 0
+            with torch.no_grad():
+                for p in points:
+                    product = torch.func.vmap(lambda s, p=p: torch.func.jvp(
+                        lambda v: self._evaluate(t, v), (p,), (s.expand(self.batch, self.n).reshape(p.shape),))[1])
+                    total = total + product(seeds).reshape(k, self.batch, self.n).abs().sum(1)
+            return total.cpu().numpy()
+
+        self.nfev += 2 * self.n
+        return detect_pattern(columns, self.n, block=max(1, min(256, 2**22 // (self.batch * self.n))))
 
     def _check_pattern(self, t, y, entries) -> None:
         P = self.pattern

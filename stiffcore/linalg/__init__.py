@@ -6,11 +6,13 @@ so that a few Jacobian-vector products recover the whole Jacobian (Curtis, Powel
 factors for every solve with the same entries.  The adapters assemble the entries in their
 framework and hand them here (SciPy directly, JAX through a callback, torch on the host);
 :func:`difference_jacobian` fills them by one forward difference of f per colour, for
-callers without autodiff (SciPy).
+callers without autodiff (SciPy); :func:`detect_pattern` finds a pattern once from exact
+Jacobian columns where the user has none.
 """
 
 from .differences import difference_increments, difference_jacobian
-from .pattern import JacobianPattern, banded_pattern
+from .pattern import JacobianPattern, banded_pattern, detect_pattern, probe_points
 from .sparse_lu import sparse_solve
 
-__all__ = ["JacobianPattern", "banded_pattern", "difference_increments", "difference_jacobian", "sparse_solve"]
+__all__ = ["JacobianPattern", "banded_pattern", "detect_pattern", "difference_increments", "difference_jacobian",
+           "probe_points", "sparse_solve"]

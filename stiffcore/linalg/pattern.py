@@ -136,3 +136,35 @@ def banded_pattern(n: int, lower: int, upper: int) -> JacobianPattern:
         raise ValueError(f"bandwidths must be >= 0, got lower={lower}, upper={upper}")
     offsets = [k for k in range(-lower, upper + 1) if abs(k) < max(n, 1)]
     return JacobianPattern(diags([np.ones(n - abs(k)) for k in offsets], offsets, shape=(n, n), dtype=float))
+
+
+def detect_pattern(columns, n: int, block: int = 256) -> JacobianPattern:
+    """The pattern of df/dy found once from exact Jacobian columns, ``block`` at a time:
+    ``columns(start, stop)`` returns J[:, start:stop] transposed, shape (stop - start, n)
+    (JVPs with unit vectors, or differences).  O(n / block) calls and O(nnz + block n) memory;
+    an entry that is zero at the probe point but not elsewhere is missed, so probe where no
+    component is special (:func:`probe_points`); the solvers' pattern check names any miss."""
+    from scipy.sparse import coo_matrix
+
+    rows, cols = [], []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        C = np.asarray(columns(start, stop))
+        if C.shape != (stop - start, n):
+            raise ValueError(f"columns({start}, {stop}) returned shape {C.shape}; expected {(stop - start, n)}")
+        k, i = np.nonzero(C != 0)   # NaN counts as nonzero: conservative
+        rows.append(i)
+        cols.append(k + start)
+    rows, cols = np.concatenate(rows or [np.zeros(0, int)]), np.concatenate(cols or [np.zeros(0, int)])
+    return JacobianPattern(coo_matrix((np.ones(rows.size, dtype=bool), (rows, cols)), shape=(n, n)))
+
+
+def probe_points(y: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Where to probe for a pattern: y itself and y moved up by 1-10% of |y_j| plus a floor
+    of 1% of max |y| (1e-3 for a zero state), so no component stays at a special value:
+    entries that vanish at y (ROBER's dA'/dB = 1e4 C at C = 0, BRUSS-2D's du/dv = u^2 where
+    u = 0) show at the second point, and a nonnegative state stays nonnegative."""
+    y = np.asarray(y)
+    floor = 0.01 * float(np.max(np.abs(y))) if y.size and np.any(y) else 1e-3
+    u = np.random.default_rng(seed).uniform(0.01, 0.1, size=y.shape)
+    return [y, y + u * (np.abs(y) + floor)]
