@@ -48,7 +48,8 @@ def diffrax_solver(method_id: str) -> type:
     raise ValueError(f"{m.id!r} has no diffrax solver; these methods do: {', '.join(offered)}")
 
 __all__ = [
-    "SparseLU", "detect_sparsity", "NATIVE", "SOLVERS", "SOLVER_IDS", "diffrax_solver", "solver_class", "ImplicitRungeKuttaSolver",
+    "SparseLU", "detect_sparsity", "NATIVE", "SOLVERS", "SOLVER_IDS", "diffrax_solver", "solver_class",
+    "ImplicitRungeKuttaSolver",
     "RosenbrockSolver", "Reversible", "ReversibleAdjoint",
     "BackwardEuler", "GaussLegendre4", "GaussLegendre6", "ImplicitMidpoint", "LobattoIIIC2", "RadauIIA3",
     "RadauIIA5", "ROS3P", "Rodas4", "Rodas5P", "Rosenbrock23", "SDIRK2", "TRBDF2", "Trapezoid",
