@@ -22,7 +22,7 @@ import numpy as np
 from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
-from stiffcore.linalg import JacobianPattern, detect_pattern, probe_points
+from stiffcore.linalg import JacobianPattern, detect_pattern, detection_block, probe_points
 from stiffcore.linalg.sparse_lu import SingularMatrixError, sparse_solve
 
 
@@ -123,7 +123,7 @@ def detect_sparsity(vector_field, t0, y0, args=None, block: int | None = None) -
     pattern is that of the flat state."""
     flat0, unravel = ravel_pytree(y0)
     n = flat0.size
-    block = block or max(1, min(256, 2**22 // max(n, 1)))   # a block of products stays ~32 MB
+    block = block or detection_block(n)
     points = [jnp.asarray(p, flat0.dtype) for p in probe_points(np.asarray(flat0))]
 
     @jax.jit

@@ -86,7 +86,7 @@ class Jacobian:
                 total = total + np.abs(self._counted(solver.t, Y) - f[:, None]).T
             return total
 
-        return detect_pattern(columns, solver.n, block=max(1, min(256, 2**22 // max(solver.n, 1))))
+        return detect_pattern(columns, solver.n)
 
     @staticmethod
     def _check_shape(matrix, n: int) -> None:
@@ -155,7 +155,8 @@ class ShiftedLU:
         self.solver.nlu += 1
         matrix = shift * self.identity - J
         if self.sparse:
-            return superlu(matrix)
+            pattern = self.solver.jacobian.pattern   # known with jac_sparsity; a sparse jac is checked
+            return superlu(matrix, None if pattern is None else pattern.symmetric)
         lu, piv = lu_factor(matrix, check_finite=False)
         diag = np.abs(np.diag(lu))
         if not np.all(np.isfinite(lu)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):

@@ -193,7 +193,7 @@ class VectorField:
         """``jac_sparsity='detect'``: the pattern found once by forward-mode products with unit
         vectors at the first Jacobian's point and near it (:func:`stiffcore.linalg.detect_pattern`),
         the union over the batch's systems.  n products once: O(n^2) time, O(nnz) memory."""
-        from stiffcore.linalg import detect_pattern, probe_points
+        from stiffcore.linalg import detect_pattern, detection_block, probe_points
 
         points = [torch.as_tensor(p, dtype=y.dtype, device=y.device)
                   for p in probe_points(y.detach().cpu().numpy())]
@@ -211,7 +211,7 @@ class VectorField:
             return total.cpu().numpy()
 
         self.nfev += 2 * self.n
-        return detect_pattern(columns, self.n, block=max(1, min(256, 2**22 // (self.batch * self.n))))
+        return detect_pattern(columns, self.n, detection_block(self.batch * self.n))
 
     def _check_pattern(self, t, y, entries) -> None:
         P = self.pattern

@@ -17,6 +17,8 @@ import functools
 import numpy as np
 import torch
 
+from stiffcore.linalg.sparse_lu import SingularMatrixError, sparse_solve
+
 
 def format_time(x) -> str:
     """A time or step for a message: one number, or the range over a batch."""
@@ -157,8 +159,6 @@ class SparseNewton:
         self.t, self.h = t, h
 
     def solve(self, b: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-        from stiffcore.linalg.sparse_lu import SingularMatrixError, sparse_solve
-
         rhs = b.detach().cpu().numpy()
         try:
             out = [sparse_solve(self.pattern, self._host[k if self._host.shape[0] > 1 else 0], rhs[k], transpose)

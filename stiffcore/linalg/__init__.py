@@ -11,8 +11,8 @@ Jacobian columns where the user has none.
 """
 
 from .differences import difference_increments, difference_jacobian
-from .pattern import JacobianPattern, banded_pattern, detect_pattern, probe_points
+from .pattern import JacobianPattern, banded_pattern, detect_pattern, detection_block, probe_points
 from .sparse_lu import sparse_solve
 
-__all__ = ["JacobianPattern", "banded_pattern", "detect_pattern", "difference_increments", "difference_jacobian",
-           "probe_points", "sparse_solve"]
+__all__ = ["JacobianPattern", "banded_pattern", "detect_pattern", "detection_block", "difference_increments",
+           "difference_jacobian", "probe_points", "sparse_solve"]

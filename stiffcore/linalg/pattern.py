@@ -50,8 +50,7 @@ class JacobianPattern:
     @functools.cached_property
     def symmetric(self) -> bool:
         """Whether df_i/dy_j is in the pattern exactly where df_j/dy_i is."""
-        return bool(np.array_equal(self.indices[self.transpose_order], self.rows)
-                    and np.array_equal(self.rows[self.transpose_order], self.indices))
+        return structurally_symmetric(self.matrix(np.ones(self.nnz, dtype=bool)))
 
     @property
     def nnz(self) -> int:
@@ -127,6 +126,14 @@ class JacobianPattern:
                 f"(row {row}, column{'s' if len(cols) > 1 else ''} {', '.join(map(str, cols[:5]))})")
 
 
+def structurally_symmetric(matrix) -> bool:
+    """Whether a sparse matrix stores entry (i, j) exactly where it stores (j, i)."""
+    from scipy.sparse import csr_matrix
+
+    S = csr_matrix(matrix, dtype=bool)
+    return S.shape[0] == S.shape[1] and (S != S.T).nnz == 0
+
+
 def banded_pattern(n: int, lower: int, upper: int) -> JacobianPattern:
     """The pattern of a banded Jacobian: df_i/dy_j nonzero for -lower <= j - i <= upper
     (LSODA's ``lband``/``uband``)."""
@@ -138,14 +145,21 @@ def banded_pattern(n: int, lower: int, upper: int) -> JacobianPattern:
     return JacobianPattern(diags([np.ones(n - abs(k)) for k in offsets], offsets, shape=(n, n), dtype=float))
 
 
-def detect_pattern(columns, n: int, block: int = 256) -> JacobianPattern:
+def detection_block(values_per_column: int) -> int:
+    """Columns per call of :func:`detect_pattern`: at most 256, and few enough that a block of
+    products holds about 2^22 values (32 MB in float64) however large the state."""
+    return max(1, min(256, 2**22 // max(values_per_column, 1)))
+
+
+def detect_pattern(columns, n: int, block: int | None = None) -> JacobianPattern:
     """The pattern of df/dy found once from exact Jacobian columns, ``block`` at a time:
     ``columns(start, stop)`` returns J[:, start:stop] transposed, shape (stop - start, n)
-    (JVPs with unit vectors, or differences).  O(n / block) calls and O(nnz + block n) memory;
+    (JVPs with unit vectors, or differences); ``block`` defaults to :func:`detection_block`.  O(n / block) calls and O(nnz + block n) memory;
     an entry that is zero at the probe point but not elsewhere is missed, so probe where no
     component is special (:func:`probe_points`); the solvers' pattern check names any miss."""
     from scipy.sparse import coo_matrix
 
+    block = block or detection_block(n)
     rows, cols = [], []
     for start in range(0, n, block):
         stop = min(n, start + block)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .pattern import JacobianPattern
+from .pattern import JacobianPattern, structurally_symmetric
 
 _FACTORS: OrderedDict = OrderedDict()
 _KEEP = 4
@@ -46,14 +46,6 @@ def superlu(matrix, symmetric_structure: bool | None = None):
         return splu(matrix, permc_spec="MMD_AT_PLUS_A" if symmetric_structure else "COLAMD")
     except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
         raise SingularMatrixError(f"the Newton matrix is singular: {exc}") from None
-
-
-def structurally_symmetric(matrix) -> bool:
-    """Whether entry (i, j) is stored exactly where (j, i) is."""
-    from scipy.sparse import csr_matrix
-
-    S = csr_matrix(matrix, dtype=bool)
-    return S.shape[0] == S.shape[1] and (S != S.T).nnz == 0
 
 
 def _factor(pattern: JacobianPattern, entries: np.ndarray):
