@@ -23,6 +23,8 @@ JAX_METHODS = tuple(m for m in IMPLICIT if not m.startswith("kvaerno"))
 
 _LINEAR = ("one_step_gradient", "n_step_gradient")
 _ALL = (*_LINEAR, "reversible_run", "rober_gradient", "install")
+#: The fixed-order formulas of FBDF and QNDF, checked from exact starting values.
+MULTISTEP = tuple(method_ids("multistep"))
 
 
 def _hooks(module: str, names=_ALL) -> dict:
@@ -30,8 +32,9 @@ def _hooks(module: str, names=_ALL) -> dict:
 
 
 scipy = Announcement(Backend(
-    name="scipy", methods=IMPLICIT, reversible_bases=IMPLICIT, requires=("scipy",),
-    description="scipy.integrate.solve_ivp methods and discrete sensitivities", **_hooks("scipy.backend")))
+    name="scipy", methods=IMPLICIT, reversible_bases=IMPLICIT, requires=("scipy",), multistep_methods=MULTISTEP,
+    description="scipy.integrate.solve_ivp methods (FBDF/QNDF included) and discrete sensitivities",
+    **_hooks("scipy.backend", (*_ALL, "multistep_gradient"))))
 
 torch = Announcement(Backend(
     name="torch", methods=IMPLICIT, reversible_bases=tuple(method_ids(one_step=True)),

@@ -13,7 +13,9 @@ import numpy as np
 
 from stiffcore.catalogue import get_method
 from stiffcore.plugins import Backend
-from stiffcore.predictions import one_step_gradient, predict_test_equation
+from stiffcore.predictions import (
+    multistep_decay_exponent, multistep_gradient, one_step_gradient, predict_test_equation,
+)
 from stiffcore.reversible import (
     STABLE_GROWTH, amplification, growth_rates, predict_reconstruction_error, predict_reversible,
 )
@@ -107,6 +109,27 @@ def check_n_step(backend: Backend, method: str) -> list[CheckResult]:
     predicted = predict_test_equation(method, N_STEP_Z, h=h, n_steps=N_STEPS).dy_dlambda
     passed, worst, detail = _worst(backend.name, method, N_STEP_Z, measured, predicted, ONE_STEP_TOL)
     return [CheckResult(backend.name, method, "n_step", passed, worst, detail=detail)]
+
+
+def check_multistep(backend: Backend, method: str, full: bool = True) -> list[CheckResult]:
+    """(e) a fixed-order multistep formula from exact starting values: d y_N / d lambda against
+    the core's k-step recurrence (every root, and the starting values' dependence on lambda)
+    on z = -10^k, and the fitted decay slope against :func:`multistep_decay_exponent`."""
+    if backend.multistep_gradient is None or method not in backend.multistep_methods:
+        return [CheckResult(backend.name, method, "multistep", None, detail="backend offers no multistep_gradient")]
+    z = Z_GRID if full else Z_GRID_QUICK
+    measured = np.asarray(backend.multistep_gradient(method, z, 1.0, 1.0), dtype=float)
+    predicted = multistep_gradient(method, z, 1.0)
+    passed, worst, detail = _worst(backend.name, method, z, measured, predicted, ONE_STEP_TOL)
+    tail = np.abs(z) >= 1e3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = float(np.polyfit(np.log10(np.abs(z[tail])), np.log10(np.abs(measured[tail])), 1)[0])
+    expected = multistep_decay_exponent(method)
+    slope_ok = bool(abs(slope - expected) <= SLOPE_TOL)
+    if passed and not slope_ok:
+        detail = f"{backend.name}/{method}: fitted slope {slope:.4f} over |z| >= 1e3, predicted {expected:g}"
+    return [CheckResult(backend.name, method, "multistep", passed and slope_ok, worst, slope, expected, detail,
+                        dict(z=z, measured=measured, predicted=predicted))]
 
 
 #: Largest ||M^n||, ||M^-n|| tolerated in a configuration called stable: beyond it a nearly

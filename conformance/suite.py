@@ -23,7 +23,7 @@ from stiffcore.plugins import Backend, select_backends
 from stiffcore.report import json_safe, table, wrap
 
 from .checks import (
-    ROBER_MODES, CheckResult, check_n_step, check_one_step, check_reversible, check_rober, compare_rober,
+    ROBER_MODES, CheckResult, check_multistep, check_n_step, check_one_step, check_reversible, check_rober, compare_rober,
     float64_floor, relative_error, rober_able, rober_gradient, rober_skipped,
 )
 
@@ -46,8 +46,9 @@ class Report:
                  r.max_rel_error, slope(r.fitted_slope), slope(r.predicted_slope)] for r in self.results]
         text = table(["backend", "method", "check", "result", "max rel err", "fitted slope", "predicted slope"], rows)
         if any(math.isnan(r.fitted_slope) for r in self.results):
-            text += "\n" + wrap("slope: of log |dy1/dlambda| against log |z| as z -> -inf, fitted on the one-step "
-                                "check only (the other checks compare values: '-')", indent="")
+            text += "\n" + wrap("slope: of log |dy/dlambda| against log |z| as z -> -inf, fitted on the one-step "
+                                "check (y_1) and the multistep check (y_N from exact starting values) only (the "
+                                "other checks compare values: '-')", indent="")
         if self.failures:
             text += "\n\nFailures:\n" + "\n".join(wrap(f"  - [{r.check}] {r.detail}", indent="    ")
                                                     for r in self.failures)
@@ -106,7 +107,10 @@ class Report:
 
 
 def checks_for(backend: Backend, method: str, full: bool = False) -> list[CheckResult]:
-    """Checks (a)-(c) of one backend and method; ``full``: every point of the sweep."""
+    """Checks (a)-(c) of one backend and one-step method, or (e) of a multistep formula;
+    ``full``: every point of the sweep."""
+    if not get_method(method).is_one_step:
+        return check_multistep(backend, method, full)
     results = check_one_step(backend, method, full) + check_n_step(backend, method)
     if get_method(method).is_one_step and method in backend.reversible_bases:
         results += check_reversible(backend, method, full)
@@ -166,7 +170,7 @@ def run(backends: Sequence[str] | None = None, methods: Sequence[str] | None = N
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     chosen = select_backends(backends, found)
     wanted = None if methods is None else [get_method(m).id for m in methods]
-    units = [(b, m) for b in chosen for m in b.methods if wanted is None or m in wanted]
+    units = [(b, m) for b in chosen for m in (*b.methods, *b.multistep_methods) if wanted is None or m in wanted]
     cross = cross_backend and (wanted is None or "radau_iia5" in wanted)
     total = len(units) + cross
     if jobs > 1 and found is None and total > 1:

@@ -56,6 +56,12 @@ class Backend:
         multiplying y_n by 1 + perturbation and taking as many backward steps) and
         ``dy_dlambda`` (of y_n; with ``gradient=False`` the suite does not read it, so a
         backend may skip differentiating and return NaN).
+    ``multistep_gradient(method_id, z, h, y0, n_steps=None)``
+        d y_N / d lambda of the fixed-order multistep formula ``method_id`` (one of
+        ``multistep_methods``: bdf1..5, ndf1..4) on y' = lambda y, at the fixed step h, from
+        the exact starting values y_j = e^{j z} y0 (j < the formula's step count, each
+        depending on lambda), through the backend's own multistep solver and differentiation;
+        N defaults to the step count + 4.
     ``rober_gradient(method_id, times, steps=None, rtol=None)``
         the gradient with respect to log k of sum(y(times)**2) on ROBER, on the given
         step grid ``steps`` (fixed steps) or adaptively at ``rtol``.
@@ -73,7 +79,9 @@ class Backend:
     n_step_gradient: Callable | None = None
     reversible_run: Callable | None = None
     rober_gradient: Callable | None = None
+    multistep_gradient: Callable | None = None
     reversible_bases: Sequence[str] = ()
+    multistep_methods: Sequence[str] = ()
     supports_complex: bool = False
     requires: Sequence[str] = field(default_factory=tuple)
     description: str = ""
@@ -84,6 +92,11 @@ class Backend:
 
         for method_id in (*self.methods, *self.reversible_bases):
             get_method(method_id)  # raises with the list of valid ids
+        for method_id in self.multistep_methods:
+            if get_method(method_id).is_one_step:
+                raise ValueError(f"{self.name}: multistep_methods lists the one-step method {method_id!r}")
+        if self.multistep_methods and self.multistep_gradient is None:
+            raise ValueError(f"{self.name}: multistep_methods need a multistep_gradient hook")
 
     @property
     def available(self) -> bool:

@@ -83,3 +83,71 @@ def predict_test_equation(method: str | Method, z, h: float = 1.0, n_steps: int 
         exact_y = np.exp(n * z) * y0
         exact_dy = n * h * np.exp(n * z) * y0
     return GradientPrediction(method.id, z, float(h), n, float(y0), y_n, dy, exact_y, exact_dy)
+
+
+def _multistep(method: str | Method) -> Method:
+    method = get_method(method)
+    if method.is_one_step:
+        raise ValueError(f"{method.id!r} is a one-step method; the multistep prediction needs a multistep "
+                         "formula (bdf1..bdf5, ndf1..ndf4)")
+    return method
+
+
+def multistep_gradient(method: str | Method, z, h: float = 1.0, n_steps: int | None = None,
+                       y0: float = 1.0) -> np.ndarray:
+    """d y_N / d lambda of a k-step formula on y' = lambda y from exact starting values.
+
+    y_j = e^{j z} y0 for j < k (they depend on lambda too: d y_j / d lambda = j h y_j), then
+    ``sum_j (rho_j - z sigma_j) y_{n+j} = 0`` and its lambda-derivative, run in 60-digit
+    arithmetic, so every root of rho - z sigma (not only the principal one) and every
+    starting value's dependence on lambda is in the prediction.  ``n_steps`` = N counts from
+    y_0 (default k + 4: five steps of the formula), N >= k."""
+    import mpmath
+
+    method = _multistep(method)
+    coef = method.coefficients
+    k = coef.steps
+    n_steps = k + 4 if n_steps is None else n_steps
+    _check_run(h, n_steps, y0)
+    if n_steps < k:
+        raise ValueError(f"n_steps must be at least the {k} starting values of {method.id}, got {n_steps}")
+    z = as_z(z)
+    out = np.empty(np.shape(z))
+    rho = [mpmath.mpf(float(r)) for r in coef.rho]
+    sigma = [mpmath.mpf(float(s)) for s in coef.sigma]
+    with mpmath.workdps(60):
+        hh, yy0 = mpmath.mpf(float(h)), mpmath.mpf(float(y0))
+        for idx, zi in np.ndenumerate(np.asarray(z, dtype=float)):
+            zm = mpmath.mpf(float(zi))
+            ys = [mpmath.exp(j * zm) * yy0 for j in range(k)]
+            ss = [j * hh * y for j, y in enumerate(ys)]
+            for n in range(k, n_steps + 1):
+                window, dwindow = ys[n - k:], ss[n - k:]
+                lead = rho[k] - zm * sigma[k]
+                y_new = -sum((rho[j] - zm * sigma[j]) * window[j] for j in range(k)) / lead
+                # d/d lambda of sum_j (rho_j - z sigma_j) y_{n-k+j} = 0, with dz/dlambda = h
+                ds = (hh * sum(sigma[j] * window[j] for j in range(k)) + hh * sigma[k] * y_new
+                      - sum((rho[j] - zm * sigma[j]) * dwindow[j] for j in range(k))) / lead
+                ys.append(y_new)
+                ss.append(ds)
+            out[idx] = float(ss[n_steps])
+    return out if out.ndim else out[()]
+
+
+def multistep_decay_exponent(method: str | Method, n_steps: int | None = None) -> float:
+    """The exponent e of |d y_N / d lambda| ~ |z|^e as z -> -inf, from exact starting values.
+
+    With sigma = zeta^k (BDF, NDF), y_n = -sum_{j<k} rho_j y_{n-k+j} / (rho_k - z): as z -> -inf
+    each new value is the largest of its window over z.  The starting values y_1..y_{k-1}
+    vanish like e^{j z} and y_0 is O(1), so y_n ~ z^-p(n) with p(n) = 1 + min of p over the
+    window (p(0) = 0, p(1..k-1) = inf); d/d lambda = h d/dz adds one power."""
+    method = _multistep(method)
+    coef = method.coefficients
+    k = coef.steps
+    if np.any(coef.sigma[:-1] != 0) or np.any(coef.rho[:-1] == 0):
+        raise ValueError(f"{method.id}: the exponent is derived for sigma = zeta^k and rho_j != 0 (BDF, NDF)")
+    n_steps = k + 4 if n_steps is None else n_steps
+    powers = [0.0] + [math.inf] * (k - 1)
+    for n in range(k, n_steps + 1):
+        powers.append(1 + min(powers[n - k:n]))
+    return -(powers[n_steps] + 1)

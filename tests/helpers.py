@@ -164,3 +164,29 @@ def medakzo(N: int = 200):
     y0 = np.zeros(2 * N)
     y0[1::2] = 1.0
     return f, y0, diags([1.0] * 5, [-2, -1, 0, 1, 2], shape=(2 * N, 2 * N), format="csc")
+
+
+def orego(t, y, xp=np):
+    """OREGO, the Oregonator (Field & Noyes 1974; the IVP test set's version, written from its
+    published equations), on [0, 360] from OREGO_Y0: a relaxation oscillation, stiff."""
+    return xp.stack([
+        77.27 * (y[1] + y[0] * (1 - 8.375e-6 * y[0] - y[1])),
+        (y[2] - (1 + y[0]) * y[1]) / 77.27,
+        0.161 * (y[0] - y[2]),
+    ])
+
+
+OREGO_Y0 = np.array([1.0, 2.0, 3.0])
+OREGO_T1 = 360.0
+
+
+def e5(t, y, xp=np):
+    """E5 (Enright, Hull & Lindberg's chemical pyrolysis, as in Hairer & Wanner II, IV.10),
+    on [0, 1e13] from E5_Y0: values down to 1e-20, so it needs atol ~ 1e-24."""
+    a, b, c, m = 7.89e-10, 1.1e7, 1.13e3, 1e6
+    r1, r2, r3, r4 = a * y[0], b * y[0] * y[2], m * c * y[1] * y[2], c * y[3]
+    return xp.stack([-r1 - r2, r1 - r3, r1 - r2 - r3 + r4, r2 - r4])
+
+
+E5_Y0 = np.array([1.76e-3, 0.0, 0.0, 0.0])
+E5_T1 = 1e13

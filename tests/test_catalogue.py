@@ -245,7 +245,7 @@ def test_stiffly_accurate_and_families():
     assert get_method("radau_iia5").family == "fully_implicit"
     assert get_method("kvaerno5").family == "diagonally_implicit"
     assert get_method("rodas5p").family == "rosenbrock"
-    assert method_ids("multistep") == ["bdf1", "bdf2", "bdf3", "bdf4", "bdf5"]
+    assert method_ids("multistep")[:5] == ["bdf1", "bdf2", "bdf3", "bdf4", "bdf5"]
     assert "bdf2" not in method_ids(one_step=True)
 
 

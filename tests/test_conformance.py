@@ -191,3 +191,53 @@ def test_the_plot_shows_each_backends_relative_errors_and_rings_failures(tmp_pat
     assert "failing point" not in labels(titles["good: 2 of 2 methods pass"])
     assert {"backward_euler", "radau_iia5"} <= set(labels(titles["good: 2 of 2 methods pass"]))
     original(figures[0])
+
+
+# --- multistep check (e) ---------------------------------------------------------------
+
+MULTISTEP_IDS = ("bdf1", "bdf2", "bdf3", "bdf4", "bdf5", "ndf1", "ndf2", "ndf3", "ndf4")
+
+
+def history_blind_gradient(method_id, z, h=1.0, y0=1.0, n_steps=None):
+    """BDF/NDF on y' = lambda y differentiated step by step as if the past values did not
+    depend on lambda: d y_{n+1} / d lambda = h sigma_k y_{n+1} / (rho_k - z sigma_k) only.
+    The values are right; the gradient loses the history's share."""
+    coef = get_method(method_id).coefficients
+    s = coef.steps
+    n_steps = s + 4 if n_steps is None else n_steps
+    out = []
+    for zi in np.atleast_1d(np.asarray(z, dtype=float)):
+        ys = list(np.exp(zi * np.arange(s)) * y0)
+        grad = 0.0
+        for _ in range(s, n_steps + 1):
+            lead = coef.rho[s] - zi * coef.sigma[s]
+            ys.append(-sum((coef.rho[j] - zi * coef.sigma[j]) * ys[-s + j] for j in range(s)) / lead)
+            grad = h * coef.sigma[s] * ys[-1] / lead
+        out.append(grad)
+    return np.array(out).reshape(np.shape(z))
+
+
+def test_scipy_fbdf_and_qndf_pass_the_multistep_check():
+    report = run(backends=["scipy"], methods=list(MULTISTEP_IDS), cross_backend=False)
+    results = [r for r in report.results if r.check == "multistep"]
+    assert len(results) == len(MULTISTEP_IDS) and report.passed, report.table()
+    assert max(r.max_rel_error for r in results) < 1e-12  # the bound is 1e-8; measured 1.2e-14
+
+
+def test_a_backend_that_ignores_the_history_fails_the_multistep_check():
+    blind = Backend(name="blind", methods=(), one_step_gradient=example_gradient, multistep_methods=MULTISTEP_IDS,
+                    multistep_gradient=history_blind_gradient)
+    report = run(found=found(blind), cross_backend=False)
+    assert {(r.method, r.check) for r in report.failures} == {(m, "multistep") for m in MULTISTEP_IDS}
+    assert all(r.detail.startswith(f"blind/{r.method}: at z = ") for r in report.failures)
+
+
+def test_multistep_announcements_are_checked():
+    with pytest.raises(ValueError, match="one-step method 'radau_iia5'"):
+        Backend(name="x", methods=(), one_step_gradient=example_gradient, multistep_methods=("radau_iia5",),
+                multistep_gradient=history_blind_gradient)
+    with pytest.raises(ValueError, match="need a multistep_gradient hook"):
+        Backend(name="x", methods=(), one_step_gradient=example_gradient, multistep_methods=("bdf2",))
+    report = run(found=found(Backend(name="plain", methods=("backward_euler",), one_step_gradient=example_gradient)),
+                 methods=["backward_euler", "bdf2"], cross_backend=False)
+    assert not any(r.check == "multistep" for r in report.results)  # not offered: not run

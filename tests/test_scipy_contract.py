@@ -17,7 +17,8 @@ from stiffcore.catalogue import get_method
 from stiffcore.catalogue.dense import interpolation_order
 from stiffcore.problems import ROBER
 
-NAMES = sorted(sc.SOLVERS[name].__name__ for name in sc.SOLVERS if name != "Reversible")
+#: the one-step catalogue methods (FBDF and QNDF: tests/test_scipy_multistep.py)
+NAMES = sorted(sc.SOLVERS[name].__name__ for name in sc.SOLVERS if name not in ("Reversible", "FBDF", "QNDF"))
 ADAPTIVE = [n for n in NAMES if get_method(n).adaptive]
 #: L-stable adaptive methods, each at a tolerance its order reaches on ROBER in seconds
 #: (the others, |R(-inf)| = 1, crawl on ROBER: docs/stability.md)

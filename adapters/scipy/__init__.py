@@ -6,6 +6,7 @@ Importing this module registers the method strings (catalogue display names) wit
     import stiffcore.adapters.scipy
     solve_ivp(fun, t_span, y0, method="Rodas5P", rtol=1e-8, atol=1e-12, jac=jac)
     solve_ivp(fun, t_span, y0, method="BackwardEuler", first_step=1e-3, adaptive=False)
+    solve_ivp(fun, t_span, y0, method="QNDF", rtol=1e-6, atol=1e-10, jac=jac)  # variable order 1..5
 
 The classes (``RadauIIA5``, ``Rodas5P``, ... , ``Reversible``) can be passed as
 ``method=`` too.  Methods with an embedded error estimate step adaptively by default;
@@ -20,6 +21,7 @@ from stiffcore.catalogue import get_method, method_ids
 from stiffcore.report import did_you_mean
 
 from ._base import StiffSolver
+from .multistep import FBDF, QNDF, VariableOrderSolver
 from .reversible import Reversible
 from .rosenbrock import Rosenbrock
 from .runge_kutta import ExplicitRungeKutta, ImplicitRungeKutta
@@ -31,15 +33,20 @@ SOLVER_IDS = tuple(method_ids(one_step=True, implicit=True))
 _FAMILY_CLASS = {"rosenbrock": Rosenbrock, "explicit": ExplicitRungeKutta,
                  "diagonally_implicit": ImplicitRungeKutta, "fully_implicit": ImplicitRungeKutta}
 _CLASSES: dict = {}
+#: The variable-order multistep solvers, by catalogue id.
+VARIABLE_ORDER_CLASSES = {"fbdf": FBDF, "qndf": QNDF}
 
 
 def solver_class(method) -> type:
     """The SciPy solver class of a one-step catalogue method (id or display name)."""
     if method == "Reversible":
         return Reversible
+    if isinstance(method, str) and method.lower() in VARIABLE_ORDER_CLASSES:
+        return VARIABLE_ORDER_CLASSES[method.lower()]
     m = get_method(method)
     if m.family not in _FAMILY_CLASS:
-        raise ValueError(f"{m.id!r} is a {m.family} method; SciPy already has BDF (method='BDF')")
+        raise ValueError(f"{m.id!r} is a fixed-order multistep formula; the variable-order solvers are "
+                         "method='FBDF' and 'QNDF' (and SciPy's own 'BDF')")
     if m.id not in _CLASSES:
         cls = _FAMILY_CLASS[m.family]
         stab = m.stability.classify()
@@ -55,6 +62,7 @@ def solver_class(method) -> type:
 
 SOLVERS = {get_method(mid).name: solver_class(mid) for mid in SOLVER_IDS}
 SOLVERS["Reversible"] = Reversible
+SOLVERS.update(FBDF=FBDF, QNDF=QNDF)
 globals().update(SOLVERS)  # RadauIIA5, Rodas5P, ... importable from this module
 
 
@@ -95,5 +103,5 @@ def register() -> list:
 
 register()
 
-__all__ = ["MethodTable", "SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps",
+__all__ = ["MethodTable", "VariableOrderSolver", "SOLVERS", "SOLVER_IDS", "StiffSolver", "diagnose", "register", "sensitivity_on_steps",
            "solve_ivp_sensitivity", "solver_class", *SOLVERS]

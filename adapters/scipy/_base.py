@@ -140,13 +140,12 @@ class StiffSolver(OdeSolver):
                  krylov_rtol=None, krylov_restart=30, krylov_maxiter=10, lband=None, uband=None, **extraneous):
         warn_extraneous(extraneous)
         super().__init__(fun, t0, y0, t_bound, vectorized)
-        self.method: Method = get_method(self.method_id)
+        self.method = self._catalogue_entry()
         self.max_step = validate_max_step(max_step)
         self.rtol, self.atol = validate_tol(rtol, atol, self.n)
         self.adaptive = self._check_adaptive(adaptive, first_step)
         # the output between steps meets the tolerance too (catalogue.dense.value_and_scaled_slope)
-        self.control_interpolation = bool(control_interpolation) and self.adaptive and controls_interpolation(
-            self.method)
+        self.control_interpolation = bool(control_interpolation) and self.adaptive and self._controls_interpolation()
         self.f = np.asarray(self.fun(self.t, self.y))
         if self.f.shape != (self.n,):
             raise ValueError(f"fun(t0, y0) must return an array of y0's shape ({self.n},), got shape {self.f.shape}")
@@ -189,6 +188,13 @@ class StiffSolver(OdeSolver):
         self.rejected_last = False
 
     # --- option checks ---------------------------------------------------------------
+    def _catalogue_entry(self):
+        """The catalogue record the solver steps with (a :class:`Method` here)."""
+        return get_method(self.method_id)
+
+    def _controls_interpolation(self) -> bool:
+        return controls_interpolation(self.method)
+
     def _check_adaptive(self, adaptive, first_step) -> bool:
         can = self.method.adaptive and self.supports_adaptive
         # the method's own reason, or (Reversible around an adaptive base) the scheme's

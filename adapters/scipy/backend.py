@@ -35,6 +35,39 @@ def _tangent_of_steps(method_id: str, z, h: float, y0: float, n_steps: int):
 one_step_gradient, n_step_gradient = hooks_from_linear_gradient(_tangent_of_steps)
 
 
+def multistep_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_steps: int | None = None):
+    """d y_N / d lambda of the fixed-order formula ``method_id`` (bdf1..5, ndf1..4) on
+    y' = lambda y: exact starting values y_j = e^{j z} y0 (j < s, the formula's steps) as the
+    FBDF/QNDF difference table and its tangent, then the adapter's own step and tangent
+    maps (:mod:`._multistep_sensitivity`) at the fixed step h up to y_N."""
+    from stiffcore import multistep as ms
+    from stiffcore.catalogue import get_method
+
+    from ._derivatives import Derivatives
+    from ._multistep_sensitivity import MultistepReplay, forward
+
+    method = get_method(method_id)
+    k, s = method.order, method.stages
+    family = "fbdf" if method.id.startswith("bdf") else "qndf"
+    n_steps = s + 4 if n_steps is None else n_steps
+    z = np.asarray(z, dtype=float)
+    out = np.empty(z.shape)
+    j = np.arange(s)
+    steps = h * np.arange(s - 1, n_steps + 1)
+    for idx, zi in np.ndenumerate(z):
+        lam = zi / h
+        fun, jac, jac_p = _linear(lam)
+        values = np.exp(j * zi) * y0
+        table = ms.table_from_history(values[:, None])
+        tangent = ms.table_from_history((j * h * values)[:, None, None])
+        replay = MultistepReplay(family, Derivatives(fun, 1, np.array([lam]), jac, jac_p), steps,
+                                 [k] * (steps.size - 1), [False] * (steps.size - 1), given_table=True)
+        _, sens = forward(replay, None, np.array([lam]), [steps.size - 1], table=table, tangent=tangent,
+                          h_table=h)
+        out[idx] = sens[0, 0, 0]
+    return out
+
+
 def reversible_run(base_id: str, z, h: float, y0: float, n_steps: int, coupling: float,
                    perturbation: float = 0.0, gradient: bool = True) -> dict:
     """The reversible scheme on y' = lambda y for every lambda = z / h at once (one diagonal

@@ -28,6 +28,10 @@ from stiffcore.catalogue import get_method
 from stiffcore.reversible import DEFAULT_COUPLING, check_coupling
 
 from ._derivatives import Derivatives, differentiate
+from ._multistep_sensitivity import MultistepReplay
+from ._multistep_sensitivity import forward as multistep_forward
+from ._multistep_sensitivity import outputs as multistep_outputs
+from ._multistep_sensitivity import reverse as multistep_reverse
 from ._step_maps import ReversiblePairMap, StepFailed, step_map
 
 
@@ -71,7 +75,8 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
         ``max_step``, ``adaptive`` ...).  Outputs are the states at ``t_eval`` (all step
         ends when None).
     p : array_like, the parameters.
-    method : a stiffcore method name or id (``"RadauIIA5"``, ``"Rodas5P"``, ``"Reversible"`` ...).
+    method : a stiffcore method name or id (``"RadauIIA5"``, ``"Rodas5P"``, ``"Reversible"``,
+        ``"FBDF"``, ``"QNDF"`` ...).  For FBDF/QNDF the result also has ``orders`` (each step's).
     mode : ``"forward"`` (dy/dp at the outputs) or ``"reverse"`` (gradient of ``loss``).
     loss : callable ``loss(Y) -> float`` of the (n, len(t)) outputs, for ``mode="reverse"``.
     loss_grad : callable ``loss_grad(Y) -> (n, len(t))``; complex step of ``loss`` if absent.
@@ -97,7 +102,7 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
     y0 = np.asarray(y0, dtype=float).ravel()
     t_out = _outputs(t_eval, t_span)
     reversible = method == "Reversible"
-    method_id = get_method(base if reversible else method).id
+    method_id = None if _is_variable_order(method) else get_method(base if reversible else method).id
     if reversible:
         coupling = check_coupling(coupling)
         options.update(base=base, coupling=coupling)
@@ -110,6 +115,9 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
         raise ValueError(f"fun(t, y, p) returned shape {np.shape(f0)}, expected {y0.shape} (is p the right size?)")
     derivs.check_jacobians(float(t_span[0]), y0)
 
+    if _is_variable_order(method):
+        return _multistep_sensitivity(fun, t_span, y0, p, method, t_out, mode, loss, loss_grad, jac, jac_p,
+                                      checkpoint_every, derivs, options)
     # Pass 1: the step sequence.
     cls = solver_class("Reversible" if reversible else method_id)
     sol_jac = None if jac is None else (lambda t, y: jac(t, y, p))
@@ -124,10 +132,7 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
     if t_out is None:
         out_index = np.arange(steps.size)
     else:
-        out_index = np.searchsorted(steps, t_out) if steps[-1] >= steps[0] else \
-            steps.size - 1 - np.searchsorted(steps[::-1], t_out)
-        if not np.allclose(steps[out_index], t_out, rtol=0, atol=0):
-            raise RuntimeError("internal error: the step sequence missed an output time")
+        out_index = _indices_of(steps, t_out)
     # Pass 2: replay and differentiate.
     replay = sensitivity_on_steps(fun, steps, y0, p, method=method, out_index=out_index, mode=mode, loss=loss,
                                   loss_grad=loss_grad, jac=jac, jac_p=jac_p, checkpoint_every=checkpoint_every,
@@ -140,12 +145,15 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
 
 def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, mode="forward", loss=None,
                          loss_grad=None, jac=None, jac_p=None, checkpoint_every=None, autonomous=False,
-                         base="backward_euler", coupling=DEFAULT_COUPLING, derivatives=None):
+                         base="backward_euler", coupling=DEFAULT_COUPLING, derivatives=None, orders=None,
+                         restarts=None):
     """Differentiate the discrete solution of ``method`` on a given step sequence ``steps``
     (t_0, t_1, ..., t_N), with outputs at ``steps[out_index]`` (default: every step end).
 
     The second pass of :func:`solve_ivp_sensitivity`, usable on its own when the steps are
-    fixed in advance (for example to compare backends on one step grid).
+    fixed in advance (for example to compare backends on one step grid).  ``"FBDF"`` and
+    ``"QNDF"`` also need each step's order in ``orders`` (and in ``restarts`` whether it
+    starts a new history at order 1: the first step, and the first after a jump).
     """
     if mode not in ("forward", "reverse"):
         raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
@@ -154,13 +162,22 @@ def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, 
     steps = np.asarray(steps, dtype=float)
     y0 = np.asarray(y0, dtype=float).ravel()
     p = np.asarray(p, dtype=float).ravel()
-    out_index = np.arange(steps.size) if out_index is None else np.asarray(out_index)
+    # negative indices count from the end, as in numpy; out of range raises IndexError
+    out_index = np.arange(steps.size) if out_index is None else np.arange(steps.size)[np.asarray(out_index)]
+    if _is_variable_order(method):
+        if orders is None:
+            raise ValueError(f"method={method!r} needs orders=[the order of each step]")
+        restarts = [True] + [False] * (len(orders) - 1) if restarts is None else restarts
+        derivs = derivatives or Derivatives(fun, y0.size, p, jac, jac_p)
+        replay = MultistepReplay(method, derivs, steps, orders, restarts)
+        return _replay_multistep(replay, y0, p, out_index, mode, loss, loss_grad, checkpoint_every)
     reversible = method == "Reversible"
     method_id = get_method(base if reversible else method).id
     derivs = derivatives or Derivatives(fun, y0.size, p, jac, jac_p)
     base_map = step_map(method_id, derivs, autonomous)
     result = OdeResult(t=steps[out_index], t_steps=steps, status=0, message="", success=True)
-    try:
+
+    def replay():
         if reversible:
             run = _reversible_forward if mode == "forward" else _reversible_reverse
             run(result, ReversiblePairMap(base_map, check_coupling(coupling)), steps, out_index, y0, p, loss, loss_grad)
@@ -168,6 +185,16 @@ def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, 
             _forward(result, base_map, steps, out_index, y0, p)
         else:
             _reverse(result, base_map, steps, out_index, y0, p, loss, loss_grad, checkpoint_every)
+
+    return _checked(result, replay)
+
+
+def _checked(result, replay):
+    """``result`` after ``replay()`` filled it: a step that failed to converge, or a NaN or inf
+    among the outputs (a NaN loss made NaN gradients that were reported as a success), becomes
+    status -1 with the reason."""
+    try:
+        replay()
     except StepFailed as exc:
         result.update(status=-1, success=False, message=f"sensitivity replay failed: {exc}")
         return result
@@ -175,6 +202,70 @@ def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, 
     if bad:
         result.update(status=-1, success=False, message=f"the {bad} is not finite (NaN or inf)")
     return result
+
+
+def _checkpoint_interval(every, n_steps: int) -> int:
+    every = every or max(1, math.isqrt(max(n_steps, 1)))
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}")
+    return every
+
+
+def _is_variable_order(method) -> bool:
+    from . import VARIABLE_ORDER_CLASSES
+
+    return isinstance(method, str) and method.lower() in VARIABLE_ORDER_CLASSES
+
+
+def _multistep_sensitivity(fun, t_span, y0, p, method, t_out, mode, loss, loss_grad, jac, jac_p, every, derivs,
+                           options):
+    """solve_ivp_sensitivity for FBDF/QNDF: pass 1 drives the solver itself, to record each
+    step's order and restarts beside its times; pass 2 replays them."""
+    from . import solver_class
+
+    solver = solver_class(method)(lambda t, y: fun(t, y, p), float(t_span[0]), y0, float(t_span[1]), tstops=t_out,
+                                  jac=None if jac is None else (lambda t, y: jac(t, y, p)), **options)
+    steps = [solver.t]
+    while solver.status == "running":
+        message = solver.step()
+        steps.append(solver.t)
+    counts = dict(nfev=solver.nfev, njev=solver.njev, nlu=solver.nlu)
+    steps = np.array(steps)
+    if solver.status == "failed":
+        return OdeResult(t=steps, y=None, t_steps=steps, status=-1, message=message, success=False, **counts)
+    out_index = np.arange(steps.size) if t_out is None else _indices_of(steps, t_out)
+    replay = MultistepReplay(method, derivs, steps, solver.orders, solver.restarts)
+    result = _replay_multistep(replay, y0, p, out_index, mode, loss, loss_grad, every)
+    result.update(counts, orders=np.array(solver.orders))
+    if result.status == 0:
+        result.message = "The solver successfully reached the end of the integration interval."
+    return result
+
+
+def _indices_of(steps, t_out):
+    index = np.searchsorted(steps, t_out) if steps[-1] >= steps[0] else \
+        steps.size - 1 - np.searchsorted(steps[::-1], t_out)
+    if not np.allclose(steps[index], t_out, rtol=0, atol=0):
+        raise RuntimeError("internal error: the step sequence missed an output time")
+    return index
+
+
+def _replay_multistep(replay, y0, p, out_index, mode, loss, loss_grad, every):
+    steps = replay.steps
+    result = OdeResult(t=steps[out_index], t_steps=steps, status=0, message="", success=True)
+    if mode == "reverse":
+        every = _checkpoint_interval(every, steps.size - 1)
+
+    def run():
+        if mode == "forward":
+            result.y, result.sensitivities = multistep_forward(replay, y0, p, out_index)
+            return
+        Y, checkpoints = multistep_outputs(replay, y0, p, out_index, every)
+        seeds = _seed(out_index, _finish_loss(result, Y, loss, loss_grad))
+        result.grad, result.grad_y0 = multistep_reverse(replay, p, seeds, checkpoints, every)
+        result.checkpoints = len(checkpoints)
+
+    return _checked(result, run)
 
 
 def _non_finite(result) -> str:
@@ -222,9 +313,7 @@ def _finish_loss(result, Y, loss, loss_grad):
 
 def _reverse(result, phi, steps, out_index, y0, p, loss, loss_grad, every):
     n_steps = steps.size - 1
-    every = every or max(1, math.isqrt(max(n_steps, 1)))
-    if not (isinstance(every, int) and every >= 1):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}")
+    every = _checkpoint_interval(every, n_steps)
     wanted = set(out_index.tolist())
     checkpoints, outputs = {0: y0}, {}
     y = y0

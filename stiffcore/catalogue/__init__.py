@@ -10,11 +10,13 @@ from __future__ import annotations
 from ..report import did_you_mean
 from . import multistep, rosenbrock, runge_kutta
 from .method import FAMILIES, Method
+from .multistep import VARIABLE_ORDER, VariableOrderMethod
 from .tableau import ButcherTableau, MultistepCoefficients, RosenbrockTableau
 
 __all__ = [
     "FAMILIES", "Method", "ButcherTableau", "RosenbrockTableau", "MultistepCoefficients",
-    "METHODS", "UnknownMethodError", "get_method", "method_ids",
+    "METHODS", "UnknownMethodError", "get_method", "method_ids", "VARIABLE_ORDER", "VariableOrderMethod",
+    "get_variable_order",
 ]
 
 METHODS: dict[str, Method] = {m.id: m for m in runge_kutta.METHODS + rosenbrock.METHODS + multistep.METHODS}
@@ -49,3 +51,15 @@ def method_ids(family: str | None = None, *, one_step: bool | None = None, impli
         if (family is None or m.family == family) and (one_step is None or m.is_one_step == one_step)
         and (implicit is None or m.is_implicit == implicit)
     ]
+
+
+def get_variable_order(key: str | VariableOrderMethod) -> VariableOrderMethod:
+    """The variable-order family ``"fbdf"``/``"FBDF"`` or ``"qndf"``/``"QNDF"``."""
+    if isinstance(key, VariableOrderMethod):
+        return key
+    if isinstance(key, str):
+        for family in VARIABLE_ORDER.values():
+            if key.lower() in (family.id, family.name.lower()):
+                return family
+    names = ", ".join(f.name for f in VARIABLE_ORDER.values())
+    raise UnknownMethodError(f"unknown variable-order method {key!r}; the variable-order methods are {names}")

@@ -1,0 +1,172 @@
+"""Framework-free step arithmetic of the variable-order BDF/NDF families (FBDF, QNDF).
+
+The state of a solve is the difference table D, ``ROWS = MAX_ORDER + 3`` rows of the
+state's shape: D[m] = nabla^m y_n, the backward differences at the current constant step h
+(Shampine & Reichelt 1997, sec. 2.3; Shampine, *Numerical Solution of ODEs*, 1994, ch. 5).
+One step of order k from t_n to t_n + h, with c = h / alpha_k:
+
+    predictor    y0 = PREDICTOR[k] @ D                 (sum of D[0..k]; Newton's start)
+    corrector    y_{n+1} solves  y = b + c f(t_n + h, y),   b = corrector_weights(family)[k] @ D
+    update       D <- UPDATE[k] @ D + NEW_VALUE[k] y_{n+1}
+    error        C_k D[k+1] (= C_k (y_{n+1} - y0)); C_{k-1} D[k] and C_{k+1} D[k+2] for the
+                 orders k -/+ 1 (Shampine & Reichelt 1997, sec. 2.3)
+
+A change of step by ``ratio`` (new h / old h) re-samples the interpolating polynomial of
+degree k: ``D[:MAX_ORDER+1] <- rescale_matrix(ratio) @ (ORDER_MASK[k] * D)[:MAX_ORDER+1]``.
+Every map is linear in D with coefficients that depend on (k, ratio) only, so with the
+step and order sequence fixed the tangent and adjoint of a solve are the same maps applied
+to the sensitivities, plus the corrector's implicit-function-theorem solve.
+
+Everything here is a constant NumPy table or a NumPy function of them; adapters turn the
+tables into arrays of their framework and apply them with its matmul (``rescale_matrix``
+is the polynomial ``sum_p ratio^p RESCALE_POLYNOMIALS[p]``, so a traced ratio works too).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from math import comb
+
+import numpy as np
+
+from .catalogue import VariableOrderMethod, get_variable_order
+from .catalogue.multistep import MAX_ORDER
+
+__all__ = [
+    "MAX_ORDER", "ROWS", "ORDER_MASK", "PREDICTOR", "UPDATE", "NEW_VALUE", "RESCALE_POLYNOMIALS",
+    "rescale_matrix", "same_step", "corrector_weights", "interpolation_weights", "start_table", "table_from_history",
+    "check_max_order",
+]
+
+ROWS = MAX_ORDER + 3
+_ORDERS = range(MAX_ORDER + 1)
+
+#: ORDER_MASK[k][m] = 1 for m <= k: the rows an order-k step reads (and its predictor's weights).
+ORDER_MASK = np.array([[1.0 if m <= k else 0.0 for m in range(ROWS)] for k in _ORDERS])
+PREDICTOR = ORDER_MASK
+
+
+def _update(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """nabla^m y_{n+1} = nabla^{m-1} y_{n+1} - nabla^{m-1} y_n, so D[m] <- y_{n+1} - sum_{i<m} D[i]
+    for m = 0..k+2 (row k+1 is y_{n+1} minus the predictor, row k+2 what the order k+1
+    estimate reads); rows beyond are not read at order k and are kept.
+
+    Built from y_{n+1} itself rather than from the correction y_{n+1} - y^(0): on a mode
+    with |h lambda| = 1e8 the predictor is ~1e8 times y_{n+1}, and y^(0) + d would keep
+    only the absolute accuracy eps |y^(0)| of y_{n+1} and of its derivative."""
+    U, u = np.eye(ROWS), np.zeros(ROWS)
+    for m in range(min(k + 3, ROWS)):
+        U[m, :] = 0
+        U[m, :m] = -1
+        u[m] = 1
+    return U, u
+
+
+UPDATE = np.array([_update(k)[0] for k in _ORDERS])
+NEW_VALUE = np.array([_update(k)[1] for k in _ORDERS])
+
+
+def _rescale_polynomials() -> np.ndarray:
+    """T(rho) = sum_p rho^p T_p, where T(rho) maps the backward differences of a polynomial of
+    degree <= MAX_ORDER at spacing h to those at spacing rho h, about the same newest point.
+
+    Newton's backward formula P(t_n + s h) = sum_m B_m(s) nabla^m y_n with B_m(s) =
+    prod_{l=1}^{m} (s + l - 1) / l; the new values sit at s = -j rho, and their differences are
+    nabla'^i = sum_j (-1)^j C(i, j) P(t_n - j rho h).  Computed in exact fractions."""
+    size = MAX_ORDER + 1
+    poly = [[[Fraction(0)] * size for _ in range(size)] for _ in range(size)]  # poly[i][m][p]
+    for m in range(size):
+        for j in range(size):
+            # B_m(-j rho) as a polynomial in rho: prod_l ((l - 1) - j rho) / l
+            coeffs = [Fraction(1)]
+            for i in range(1, m + 1):
+                nxt = [Fraction(0)] * (len(coeffs) + 1)
+                for p, c in enumerate(coeffs):
+                    nxt[p] += c * Fraction(i - 1, i)
+                    nxt[p + 1] += c * Fraction(-j, i)
+                coeffs = nxt
+            for i in range(j, size):
+                for p, c in enumerate(coeffs):
+                    poly[i][m][p] += (-1) ** j * comb(i, j) * c
+    return np.array([[[float(poly[i][m][p]) for m in range(size)] for i in range(size)] for p in range(size)])
+
+
+#: RESCALE_POLYNOMIALS[p] is the coefficient of ratio^p in :func:`rescale_matrix`.
+RESCALE_POLYNOMIALS = _rescale_polynomials()
+
+
+def rescale_matrix(ratio) -> np.ndarray:
+    """The (MAX_ORDER+1)^2 matrix taking differences at step h to differences at ``ratio`` h.
+
+    It is upper triangular, so applied to an order-k table masked by ORDER_MASK[k] it leaves
+    rows above k zero: the order-k polynomial has no higher differences."""
+    powers = float(ratio) ** np.arange(MAX_ORDER + 1)
+    return np.tensordot(powers, RESCALE_POLYNOMIALS, axes=1)
+
+
+def same_step(h: float, h_table: float, t: float) -> bool:
+    """Whether a step of h from t keeps the table's step h_table: equal up to the round-off of
+    t + h - t (16 eps |t|), which would otherwise re-sample the table (and restart the k + 1
+    steps an order change waits for) at every step of a long solve.  Replays of a solve must
+    decide with this same test."""
+    return abs(h - h_table) <= 16 * np.finfo(float).eps * max(abs(t), abs(h_table))
+
+
+@lru_cache(maxsize=None)
+def corrector_weights(family: str | VariableOrderMethod) -> np.ndarray:
+    """(MAX_ORDER+1, ROWS): row k gives b = sum_{m<=k} (1 - gamma_m / alpha_k) D[m], so the
+    order-k corrector reads y_{n+1} = b + (h / alpha_k) f(t_{n+1}, y_{n+1}).
+
+    (That is alpha_k (y_{n+1} - y^(0)) + sum_m gamma_m nabla^m y_n = h f with gamma_0 = 0.)
+    For BDF alpha_k = gamma_k, so D[k] (the one difference that holds y_{n-k}) has weight
+    exactly 0: the formula is k-step, and no round-off of y_{n-k} enters y_{n+1}."""
+    family = get_variable_order(family)
+    out = np.zeros((MAX_ORDER + 1, ROWS))
+    for k in range(1, family.max_order + 1):
+        out[k, :k + 1] = 1 - family.gamma[:k + 1] / family.alpha[k]
+    out.setflags(write=False)
+    return out
+
+
+def interpolation_weights(s, order: int) -> np.ndarray:
+    """Weights w (..., ROWS) with P(t_n + s h) = w @ D for the order-k table D at t_n: Newton's
+    backward formula, B_m(s) = prod_{l=1}^{m} (s + l - 1) / l for m <= k.  s in [-1, 0] spans
+    the last step."""
+    s = np.asarray(s, dtype=float)
+    out = np.zeros(s.shape + (ROWS,))
+    term = np.ones_like(s)
+    out[..., 0] = 1
+    for m in range(1, order + 1):
+        term = term * (s + m - 1) / m
+        out[..., m] = term
+    return out
+
+
+def start_table(y0, h_f0) -> np.ndarray:
+    """The order-1 table of the first step: D[0] = y0, D[1] = h f(t0, y0) (a backward
+    difference of the exact slope, the usual start of a variable-order code)."""
+    y0 = np.asarray(y0)
+    table = np.zeros((ROWS,) + y0.shape, dtype=np.result_type(y0, h_f0))
+    table[0], table[1] = y0, h_f0
+    return table
+
+
+def table_from_history(values) -> np.ndarray:
+    """The table of y_n given equally spaced past values ``values = [y_{n-k}, ..., y_n]``
+    (oldest first): D[m] = nabla^m y_n for m <= k (how exact starting values enter)."""
+    values = np.asarray(values)
+    k = values.shape[0] - 1
+    if not 0 <= k <= MAX_ORDER:
+        raise ValueError(f"a history holds 1..{MAX_ORDER + 1} values, got {k + 1}")
+    table = np.zeros((ROWS,) + values.shape[1:], dtype=values.dtype)
+    for m in range(k + 1):
+        table[m] = sum((-1) ** i * comb(m, i) * values[k - i] for i in range(m + 1))
+    return table
+
+
+def check_max_order(max_order, what: str = "max_order") -> int:
+    """``max_order`` as an int in 1..MAX_ORDER, or a ValueError that names it."""
+    if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)) or not 1 <= max_order <= MAX_ORDER:
+        raise ValueError(f"{what} must be an integer in 1..{MAX_ORDER}, got {max_order!r}")
+    return int(max_order)
