@@ -9,24 +9,27 @@ from __future__ import annotations
 import pytest
 
 from stiffcore.catalogue import get_method
-from stiffcore.conformance.checks import check_n_step, check_one_step, check_reversible, check_rober
+from stiffcore.conformance.checks import (
+    check_multistep, check_n_step, check_one_step, check_reversible, check_rober,
+)
 from stiffcore.conformance.suite import select_backends
 
 
-def _cases(config):
+def _cases(config, multistep=False):
     backends = select_backends(config.getoption("stiffcore_backend", None))
     wanted = config.getoption("stiffcore_method", None)
     wanted = None if wanted is None else {get_method(m).id for m in wanted}
     for backend in backends:
-        for method in backend.methods:
+        for method in (backend.multistep_methods if multistep else backend.methods):
             if wanted is None or method in wanted:
                 yield backend, method
 
 
 def pytest_generate_tests(metafunc):
-    if "backend_method" in metafunc.fixturenames:
-        cases = list(_cases(metafunc.config))
-        metafunc.parametrize("backend_method", cases, ids=[f"{b.name}-{m}" for b, m in cases])
+    for fixture, multistep in (("backend_method", False), ("backend_multistep", True)):
+        if fixture in metafunc.fixturenames:
+            cases = list(_cases(metafunc.config, multistep))
+            metafunc.parametrize(fixture, cases, ids=[f"{b.name}-{m}" for b, m in cases])
 
 
 def _assert(results):
@@ -49,6 +52,10 @@ def test_reversible(backend_method, request):
     if method not in backend.reversible_bases:
         pytest.skip(f"{backend.name} offers no reversible scheme around {method}")
     _assert(check_reversible(backend, method, full=request.config.getoption("stiffcore_full", False)))
+
+
+def test_multistep_gradient(backend_multistep, request):
+    _assert(check_multistep(*backend_multistep, full=request.config.getoption("stiffcore_full", False)))
 
 
 def test_rober_cross_backend(request):

@@ -220,18 +220,6 @@ def test_bad_fun_and_jacobian_values_are_named():
     assert sol.status == -1 and "the Jacobian has non-finite entries at t = 0" in sol.message
 
 
-@pytest.fixture(scope="module")
-def medakzo_reference():
-    from helpers import medakzo
-
-    f, y0, sparsity = medakzo()
-    ref = solve_ivp(f, (0, 20), y0, method="Radau", rtol=1e-10, atol=1e-12, jac_sparsity=sparsity)
-    assert ref.success
-    # the IVP test set's published reference values at t = 20 (0-based components 78, 148, 239)
-    np.testing.assert_allclose(ref.y[[78, 148, 239], -1], [0.2339942e-3, 0.3595616e-3, 0.9999997], rtol=1e-6)
-    return f, y0, sparsity, ref.y[:, -1]
-
-
 @pytest.mark.parametrize("name, rtol", [("Rosenbrock23", 1e-4), ("Rodas4", 1e-5)])
 def test_rosenbrock_finite_difference_jacobian_on_medakzo(medakzo_reference, name, rtol):
     """No ``jac``, only ``jac_sparsity``: a Rosenbrock method evaluates num_jac every step, and

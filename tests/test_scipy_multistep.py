@@ -66,6 +66,54 @@ def test_hires_and_orego_are_as_accurate_as_scipys_bdf(name, f, y0, t1, atol_fac
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_medical_akzo_nobel_with_a_sparsity_pattern_and_its_jump(name, medakzo_reference):
+    """MEDAKZO (400 unknowns, banded; the boundary value switches off at t = 5): differences
+    by colour of ``jac_sparsity``, and the switch as a jump (history restarted) or not."""
+    f, y0, sparsity, ref = medakzo_reference
+    rtol, atol = 1e-6, 1e-6
+    with_jump = solve_ivp(f, (0, 20), y0, method=name, rtol=rtol, atol=atol, jac_sparsity=sparsity, jumps=[5.0])
+    without = solve_ivp(f, (0, 20), y0, method=name, rtol=rtol, atol=atol, jac_sparsity=sparsity)
+    assert with_jump.success and without.success
+    assert 5.0 in with_jump.t
+    assert weighted_error(with_jump.y[:, -1], ref, rtol, atol) <= 25
+    assert weighted_error(without.y[:, -1], ref, rtol, atol) <= 25
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_cantera_mechanism_at_t_eval(name, gri_mech):
+    """GRI-Mech 3.0 (53 species, eigenvalues to -5e8) with 30 log-spaced t_eval: within 3x of
+    the step ends' own error, and no worse than twice SciPy's BDF at the outputs (measured:
+    FBDF 25.5x the tolerance, QNDF 30.6x, SciPy's BDF 17.1x, LSODA 3.6x; the step ends 53x)."""
+    problem, ts, reference = gri_mech
+    rtol, atol = 1e-6, 1e-10
+    kw = dict(rtol=rtol, atol=atol, jac=problem.jac_fun())
+    out = solve_ivp(problem.fun(), problem.t_span, problem.y0, t_eval=ts, method=name, **kw)
+    steps = solve_ivp(problem.fun(), problem.t_span, problem.y0, method=name, **kw)
+    bdf = solve_ivp(problem.fun(), problem.t_span, problem.y0, t_eval=ts, method="BDF", **kw)
+    at_steps = weighted_error(steps.y[:, 1:].T, reference(steps.t[1:]), rtol, atol)
+    at_outputs = weighted_error(out.y.T, reference(ts), rtol, atol)
+    of_bdf = weighted_error(bdf.y.T, reference(ts), rtol, atol)
+    assert out.success and at_outputs <= 3 * max(at_steps, 1.0) and at_outputs <= 2 * of_bdf, \
+        (at_outputs, at_steps, of_bdf)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rober_to_1e8_and_van_der_pol_at_mu_1e6(name):
+    """Long spans and extreme stiffness: ROBER to t = 1e8 (y conserved, final state against
+    SciPy's Radau at rtol 1e-11), Van der Pol with mu = 1e6 on [0, 2]."""
+    rtol, atol = 1e-6, 1e-10
+    ref = solve_ivp(ROBER.fun(), (0, 1e8), ROBER.y0, method="Radau", rtol=1e-11, atol=1e-15, jac=ROBER.jac_fun())
+    sol = solve_ivp(ROBER.fun(), (0, 1e8), ROBER.y0, method=name, rtol=rtol, atol=atol, jac=ROBER.jac_fun())
+    assert sol.success and weighted_error(sol.y[:, -1], ref.y[:, -1], rtol, atol) <= 25
+    assert np.max(np.abs(sol.y.sum(axis=0) - 1)) < 1e-9
+    mu = np.array([1e6])
+    vdp = solve_ivp(VANDERPOL.fun(mu), (0, 2), VANDERPOL.y0, method=name, rtol=rtol, atol=rtol,
+                    jac=VANDERPOL.jac_fun(mu))
+    vdp_ref = step_end_reference(VANDERPOL.fun(mu), VANDERPOL.y0, [2.0], VANDERPOL.jac_fun(mu))[-1]
+    assert vdp.success and weighted_error(vdp.y[:, -1], vdp_ref, rtol, rtol) <= 25
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_t_eval_between_steps_is_as_accurate_as_step_ends(name):
     """ROBER with 40 log-spaced t_eval (the interpolating polynomial of each step's order)
     against a reference restarted at every time: within 3x of the step ends' own error."""
