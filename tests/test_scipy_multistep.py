@@ -305,3 +305,8 @@ def test_sensitivities_through_a_jump_restart_and_need_orders():
     assert res.status == 0 and res.sensitivities[0, 1, 0] == pytest.approx(1 - np.exp(-2.0), rel=1e-7)
     with pytest.raises(ValueError, match="needs orders="):
         sc.sensitivity_on_steps(fun, [0.0, 0.1], [1.0], p, method="FBDF")
+
+
+def test_diagnose_refuses_a_variable_order_method_by_name():
+    with pytest.raises(ValueError, match="diagnose analyses one-step methods.*'FBDF' changes order"):
+        sc.diagnose(lambda t, y, p: -p * y, (0, 1), [1.0], [2.0], method="FBDF")

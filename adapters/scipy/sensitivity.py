@@ -398,6 +398,10 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
 
     from . import solver_class
 
+    if _is_variable_order(method):
+        raise ValueError(f"diagnose analyses one-step methods (its predictions use R'(z) of a fixed method); "
+                         f"{method!r} changes order from step to step: diagnose the problem with a one-step "
+                         "method such as 'RadauIIA5'")
     p = np.asarray(p, dtype=float).ravel()
     y0 = np.asarray(y0, dtype=float).ravel()
     derivs = Derivatives(fun, y0.size, p, jac, jac_p)
