@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate._ivp.base import DenseOutput
 
-from stiffcore.catalogue import get_method
+from stiffcore.catalogue import VARIABLE_ORDER, get_method
 from stiffcore.reversible import (
     DEFAULT_COUPLING, EIGEN_CHECK_MAX_N, check_coupling, instability_warning, reversible_output, reversible_step,
 )
@@ -61,12 +61,17 @@ class Reversible(StiffSolver):
     def __init__(self, fun, t0, y0, t_bound, base="backward_euler", coupling=DEFAULT_COUPLING, **options):
         from . import solver_class
 
+        from .multistep import VariableOrderSolver
+
         self.coupling = check_coupling(coupling)
+        if isinstance(base, str) and base != "Reversible" and (
+                base.lower() in VARIABLE_ORDER or not get_method(base).is_one_step):
+            raise ValueError(f"the reversible scheme needs a one-step base method, got {base!r}")
         base_cls = base if isinstance(base, type) else solver_class(base)
         if base_cls is Reversible:
             raise ValueError("Reversible cannot wrap itself; choose a one-step catalogue method as base")
-        if not get_method(base_cls.method_id).is_one_step:
-            raise ValueError(f"the reversible scheme needs a one-step base method, got {base_cls.method_id!r}")
+        if issubclass(base_cls, VariableOrderSolver) or not get_method(base_cls.method_id).is_one_step:
+            raise ValueError(f"the reversible scheme needs a one-step base method, got {base_cls.__name__!r}")
         self.method_id = base_cls.method_id
         options.setdefault("adaptive", False)
         self.base = base_cls(fun, t0, y0, t_bound, **options)
