@@ -23,8 +23,8 @@ from stiffcore.plugins import Backend, select_backends
 from stiffcore.report import json_safe, table, wrap
 
 from .checks import (
-    ROBER_MODES, CheckResult, check_multistep, check_n_step, check_one_step, check_reversible, check_rober, compare_rober,
-    float64_floor, relative_error, rober_able, rober_gradient, rober_skipped,
+    ROBER_MODES, CheckResult, check_multistep, check_n_step, check_one_step, check_reversible, check_rober,
+    compare_rober, float64_floor, relative_error, rober_able, rober_gradient, rober_skipped,
 )
 
 
