@@ -35,7 +35,7 @@ from .catalogue.multistep import MAX_ORDER
 
 __all__ = [
     "MAX_ORDER", "ROWS", "ORDER_MASK", "PREDICTOR", "UPDATE", "NEW_VALUE", "RESCALE_POLYNOMIALS",
-    "rescale_matrix", "same_step", "corrector_weights", "interpolation_weights", "start_table", "table_from_history",
+    "rescale_matrix", "resample", "update", "same_step", "corrector_weights", "interpolation_weights", "start_table", "table_from_history",
     "check_max_order",
 ]
 
@@ -111,6 +111,25 @@ def same_step(h: float, h_table: float, t: float) -> bool:
     steps an order change waits for) at every step of a long solve.  Replays of a solve must
     decide with this same test."""
     return abs(h - h_table) <= 16 * np.finfo(float).eps * max(abs(t), abs(h_table))
+
+
+def _rows(vector: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A row vector shaped to weight the rows of ``like`` (a table of any trailing shape)."""
+    return vector.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def resample(table: np.ndarray, ratio: float, order: int) -> np.ndarray:
+    """The order-``order`` table at ``ratio`` times its step (a new array; rows beyond
+    MAX_ORDER are kept).  Tables of any trailing shape: states, or tangents (n, P)."""
+    low = MAX_ORDER + 1
+    out = table.copy()
+    out[:low] = np.tensordot(rescale_matrix(ratio), _rows(ORDER_MASK[order][:low], table) * table[:low], axes=1)
+    return out
+
+
+def update(table: np.ndarray, y_new: np.ndarray, order: int) -> np.ndarray:
+    """The table after an accepted order-``order`` step to ``y_new``: UPDATE[k] D + NEW_VALUE[k] y_new."""
+    return np.tensordot(UPDATE[order], table, axes=1) + _rows(NEW_VALUE[order], table) * y_new
 
 
 @lru_cache(maxsize=None)

@@ -31,7 +31,7 @@ def test_tables_resample_and_interpolate_a_polynomial_exactly(degree, ratio, coe
     h, t = 0.3, 1.0
     table = ms.table_from_history(np.array([poly(t - j * h) for j in range(degree, -1, -1)]))
     expected = ms.table_from_history(np.array([poly(t - j * ratio * h) for j in range(degree, -1, -1)]))
-    resampled = ms.rescale_matrix(ratio) @ (ms.ORDER_MASK[degree] * table)[:ms.MAX_ORDER + 1]
+    resampled = ms.resample(table, ratio, degree)[:ms.MAX_ORDER + 1]
     scale = 1 + np.max(np.abs(expected))
     np.testing.assert_allclose(resampled, expected[:ms.MAX_ORDER + 1], atol=1e-9 * scale * max(ratio, 1) ** 5)
     assert ms.interpolation_weights(s, degree) @ table == pytest.approx(poly(t + s * h), abs=1e-10 * scale)
@@ -58,7 +58,7 @@ def test_a_constant_step_of_the_family_is_its_catalogue_formula(family, k):
     y_new = (ms.corrector_weights(fam)[k] @ table) / (1 - c * lam)
     window = np.concatenate([values[-s:], [y_new]])  # y_{n+1-s} .. y_{n+1}
     assert coef.rho @ window == pytest.approx(h * lam * coef.sigma @ window, abs=1e-12)
-    updated = ms.UPDATE[k] @ table + ms.NEW_VALUE[k] * y_new
+    updated = ms.update(table, y_new, k)
     np.testing.assert_allclose(updated[:k + 1], ms.table_from_history(np.append(values[1:], y_new))[:k + 1],
                                atol=1e-12)
     assert updated[k + 1] == pytest.approx(y_new - ms.PREDICTOR[k] @ table, abs=1e-12)  # the error estimate's row

@@ -22,9 +22,9 @@ from scipy.linalg import lu_factor, lu_solve
 from stiffcore import multistep as ms
 from stiffcore.catalogue import get_variable_order
 
-from ._step_maps import EPS, StepFailed
+from ._step_maps import newton_to_roundoff
 
-_LOW = ms.MAX_ORDER + 1  # the rows a re-sampling touches
+_LOW = ms.MAX_ORDER + 1  # the rows a re-sampling touches (ms.resample)
 
 
 @dataclass
@@ -57,18 +57,9 @@ class MultistepReplay:
 
     def _solve(self, t, b, c, y, p):
         """y = b + c f(t, y, p) by Newton with the exact Jacobian, to round-off."""
-        previous = np.inf
-        for _ in range(60):
-            g = y - b - c * self.d.f(t, y, p)
-            delta = np.linalg.solve(np.eye(y.size) - c * self.d.dfdy(t, y, p), -g)
-            y = y + delta
-            size, scale = np.max(np.abs(delta)), max(np.max(np.abs(y)), 1e-300)
-            if not np.all(np.isfinite(y)):
-                break
-            if size <= 4 * EPS * scale or (size > 0.5 * previous and size <= 1e-10 * scale):
-                return y
-            previous = size
-        raise StepFailed(f"the corrector did not converge to round-off at t = {t}")
+        return newton_to_roundoff(lambda v: v - b - c * self.d.f(t, v, p),
+                                  lambda v: np.eye(v.size) - c * self.d.dfdy(t, v, p), y,
+                                  f"the corrector did not converge to round-off at t = {t}")
 
     def step(self, i, table, h_table, p, tangent=None, record=False):
         """Step i: (table, its step h_table, tangent or None, StepRecord or None)."""
@@ -87,9 +78,9 @@ class MultistepReplay:
             table, h_table = new, h
         elif not ms.same_step(h, h_table, t):
             ratio = h / h_table
-            table, h_table = self._resample(table, ratio, k), h
+            table, h_table = ms.resample(table, ratio, k), h
             if tangent is not None:
-                tangent = self._resample(tangent, ratio, k)
+                tangent = ms.resample(tangent, ratio, k)
         c = h_table / self.family.alpha[k]  # as the solver: the table's step (h up to round-off)
         weights = self.corrector[k]
         y_new = self._solve(t + h, weights @ table, c, ms.PREDICTOR[k] @ table, p)
@@ -97,17 +88,10 @@ class MultistepReplay:
         lu = lu_factor(np.eye(n) - c * J) if (tangent is not None or record) else None
         if tangent is not None:
             s_new = lu_solve(lu, np.tensordot(weights, tangent, axes=1) + c * fp)
-            tangent = np.tensordot(ms.UPDATE[k], tangent, axes=1) + ms.NEW_VALUE[k][:, None, None] * s_new
-        table = ms.UPDATE[k] @ table + np.outer(ms.NEW_VALUE[k], y_new)
+            tangent = ms.update(tangent, s_new, k)
+        table = ms.update(table, y_new, k)
         rec = StepRecord(k, ratio, c, lu, fp, start) if record else None
         return table, h_table, tangent, rec
-
-    @staticmethod
-    def _resample(table, ratio, k):
-        out = table.copy()
-        masked = ms.ORDER_MASK[k][:_LOW].reshape((-1,) + (1,) * (table.ndim - 1)) * table[:_LOW]
-        out[:_LOW] = np.tensordot(ms.rescale_matrix(ratio), masked, axes=1)
-        return out
 
     def adjoint(self, rec: StepRecord, bar, p_bar):
         """Pull the table's adjoint ``bar`` back through one recorded step; adds to ``p_bar``."""

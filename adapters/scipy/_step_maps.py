@@ -30,6 +30,23 @@ class StepFailed(ArithmeticError):
     pass
 
 
+def newton_to_roundoff(residual, matrix, x, failure: str, max_iter: int = 60):
+    """x with residual(x) = 0 by full Newton (``matrix(x)`` = d residual / dx), to round-off:
+    done when the increment is tiny, or no longer shrinking once far below x; otherwise
+    StepFailed(``failure``)."""
+    previous = np.inf
+    for _ in range(max_iter):
+        dx = np.linalg.solve(matrix(x), -residual(x))
+        x = x + dx
+        if not np.all(np.isfinite(x)):
+            break
+        size, scale = np.max(np.abs(dx)), max(np.max(np.abs(x)), 1e-300)
+        if size <= 4 * EPS * scale or (size > 0.5 * previous and size <= 1e-10 * scale):
+            return x
+        previous = size
+    raise StepFailed(failure)
+
+
 class RungeKuttaStepMap:
     """Phi for a Runge-Kutta tableau; derivatives by the implicit function theorem.
 
@@ -54,19 +71,12 @@ class RungeKuttaStepMap:
                 Y[i] = y + h * (a[i, :i] @ F[:i])
                 F[i] = self.d.f(t + c[i] * h, Y[i], p)
             return Y
-        Y = np.tile(y, (s, 1))
-        previous = np.inf
-        for _ in range(60):
-            F = np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
-            G = Y - y - h * (a @ F)
-            dY = np.linalg.solve(self._matrix(t, Y, h, p), -G.ravel()).reshape(s, n)
-            Y += dY
-            size, scale = np.max(np.abs(dY)), max(np.max(np.abs(Y)), 1e-300)
-            # done at round-off: tiny, or no longer shrinking once far below the solution
-            if size <= 4 * EPS * scale or (size > 0.5 * previous and size <= 1e-10 * scale):
-                return Y
-            previous = size
-        raise StepFailed(f"stage equations did not converge to round-off at t = {t}, h = {h}")
+        def residual(v):
+            Y = v.reshape(s, n)
+            return (Y - y - h * (a @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)]))).ravel()
+
+        return newton_to_roundoff(residual, lambda v: self._matrix(t, v.reshape(s, n), h, p), np.tile(y, s),
+                                  f"stage equations did not converge to round-off at t = {t}, h = {h}").reshape(s, n)
 
     def _matrix(self, t, Y, h, p, jacobians=None):
         """I - h [a_ij J(Y_j)] as an (s n) x (s n) matrix."""

@@ -41,14 +41,14 @@ def multistep_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_ste
     FBDF/QNDF difference table and its tangent, then the adapter's own step and tangent
     maps (:mod:`._multistep_sensitivity`) at the fixed step h up to y_N."""
     from stiffcore import multistep as ms
-    from stiffcore.catalogue import get_method
+    from stiffcore.catalogue import VARIABLE_ORDER, get_method
 
     from ._derivatives import Derivatives
     from ._multistep_sensitivity import MultistepReplay, forward
 
     method = get_method(method_id)
     k, s = method.order, method.stages
-    family = "fbdf" if method.id.startswith("bdf") else "qndf"
+    family = next(f for f in VARIABLE_ORDER.values() if f.members[k - 1] == method.id)
     n_steps = s + 4 if n_steps is None else n_steps
     z = np.asarray(z, dtype=float)
     out = np.empty(z.shape)

@@ -107,8 +107,7 @@ class VariableOrderSolver(StiffSolver):
         self.n_equal_steps = 0
         self.newton_rate = None
         self.c = None              # h / alpha_k of the last Newton matrix
-        self.jac_fresh = False     # J evaluated during the current step attempt
-        self.jac_age = 0           # accepted steps since J was evaluated
+        self.jac_age = 0           # accepted steps since J was evaluated (0: during this step's attempts)
         self.orders: list[int] = []
         self.restarts: list[bool] = []
 
@@ -135,7 +134,7 @@ class VariableOrderSolver(StiffSolver):
                 reason, rejected = str(failure), True
                 h_abs = abs(h) * failure.shrink
                 continue
-            table = ms.UPDATE[self.order] @ self.table + np.outer(ms.NEW_VALUE[self.order], y_new)
+            table = ms.update(self.table, y_new, self.order)
             if not self.adaptive:
                 break
             scale = self.atol + self.rtol * np.maximum(np.abs(y), np.abs(y_new))
@@ -150,7 +149,7 @@ class VariableOrderSolver(StiffSolver):
         self.n_accepted += 1
         self.orders.append(self.order)
         self.restarts.append(restart)
-        self.table, self.jac_fresh = table, False
+        self.table = table
         self.jac_age += 1
         self.last_step = (table, self.order, h)  # for the dense output (tables are never changed in place)
         self.n_equal_steps += 1
@@ -168,10 +167,8 @@ class VariableOrderSolver(StiffSolver):
             self.table = ms.start_table(y, h * self.eval_f(t, y))
             self.order, self.n_equal_steps, self.h_table = 1, 0, h
         elif not ms.same_step(h, self.h_table, t):
-            rescaled = self.table.copy()
-            rescaled[:ms.MAX_ORDER + 1] = ms.rescale_matrix(h / self.h_table) @ (
-                ms.ORDER_MASK[self.order][:, None] * self.table)[:ms.MAX_ORDER + 1]
-            self.table, self.n_equal_steps, self.h_table = rescaled, 0, h
+            self.table = ms.resample(self.table, h / self.h_table, self.order)
+            self.n_equal_steps, self.h_table = 0, h
 
     def _correct(self, t_new, h):
         """Solve y = b + c f(t_new, y) by Newton from the predictor (SciPy's ``newton_tol``
@@ -187,13 +184,13 @@ class VariableOrderSolver(StiffSolver):
         b = self.corrector[k] @ self.table
         scale = self.atol + self.rtol * np.abs(y_pred)
         while True:
-            if self.J is None or (not self.jac_fresh and (self.jac_stale or self.jac_age >= JACOBIAN_AGE)):
+            if self.J is None or (self.jac_age > 0 and (self.jac_stale or self.jac_age >= JACOBIAN_AGE)):
                 self.refresh_jacobian(t_new, y_pred, self.eval_f(t_new, y_pred))
-                self.jac_fresh, self.jac_age, self.newton_rate = True, 0, None
+                self.jac_age, self.newton_rate = 0, None
             converged, y, iterations = self._newton(t_new, y_pred, b, c, scale)
             if converged:
                 return y, iterations
-            if self.jac_fresh or self.jacobian.is_constant:
+            if self.jac_age == 0 or self.jacobian.is_constant:  # J is this step's own: shrink the step
                 raise StepFailure(f"Newton's iteration did not converge in {NEWTON_MAXITER} iterations at "
                                   f"t = {t_new}, h = {h:.3g} (order {k})", shrink=0.5)
             self.jac_stale = True
@@ -249,7 +246,8 @@ class VariableOrderSolver(StiffSolver):
             self.h_abs = min(abs(self.h_table) * factor, self.max_step)
 
     def _restart_after_jump(self) -> None:
-        self.table, self.order, self.n_equal_steps, self.newton_rate = None, 1, 0, None
+        """A new history at order 1 (``_table_at`` starts it) from a step chosen afresh."""
+        self.table = None
         f = self.eval_f(self.t, self.y)
         with np.errstate(divide="ignore", invalid="ignore"):
             h = select_initial_step(self.fun, self.t, self.y, self.t_bound, self.max_step, f, self.direction, 1,

@@ -164,16 +164,15 @@ def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, 
     p = np.asarray(p, dtype=float).ravel()
     # negative indices count from the end, as in numpy; out of range raises IndexError
     out_index = np.arange(steps.size) if out_index is None else np.arange(steps.size)[np.asarray(out_index)]
+    derivs = derivatives or Derivatives(fun, y0.size, p, jac, jac_p)
     if _is_variable_order(method):
         if orders is None:
             raise ValueError(f"method={method!r} needs orders=[the order of each step]")
         restarts = [True] + [False] * (len(orders) - 1) if restarts is None else restarts
-        derivs = derivatives or Derivatives(fun, y0.size, p, jac, jac_p)
         replay = MultistepReplay(method, derivs, steps, orders, restarts)
         return _replay_multistep(replay, y0, p, out_index, mode, loss, loss_grad, checkpoint_every)
     reversible = method == "Reversible"
     method_id = get_method(base if reversible else method).id
-    derivs = derivatives or Derivatives(fun, y0.size, p, jac, jac_p)
     base_map = step_map(method_id, derivs, autonomous)
     result = OdeResult(t=steps[out_index], t_steps=steps, status=0, message="", success=True)
 

@@ -154,9 +154,10 @@ def detection_block(values_per_column: int) -> int:
 def detect_pattern(columns, n: int, block: int | None = None) -> JacobianPattern:
     """The pattern of df/dy found once from exact Jacobian columns, ``block`` at a time:
     ``columns(start, stop)`` returns J[:, start:stop] transposed, shape (stop - start, n)
-    (JVPs with unit vectors, or differences); ``block`` defaults to :func:`detection_block`.  O(n / block) calls and O(nnz + block n) memory;
-    an entry that is zero at the probe point but not elsewhere is missed, so probe where no
-    component is special (:func:`probe_points`); the solvers' pattern check names any miss."""
+    (JVPs with unit vectors, or differences); ``block`` defaults to :func:`detection_block`.
+    O(n / block) calls and O(nnz + block n) memory; an entry that is zero at the probe point
+    but not elsewhere is missed, so probe where no component is special (:func:`probe_points`);
+    the solvers' pattern check names any miss."""
     from scipy.sparse import coo_matrix
 
     block = block or detection_block(n)
