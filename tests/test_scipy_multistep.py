@@ -310,3 +310,13 @@ def test_sensitivities_through_a_jump_restart_and_need_orders():
 def test_diagnose_refuses_a_variable_order_method_by_name():
     with pytest.raises(ValueError, match="diagnose analyses one-step methods.*'FBDF' changes order"):
         sc.diagnose(lambda t, y, p: -p * y, (0, 1), [1.0], [2.0], method="FBDF")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # numpy's, as h reaches 1e308
+@pytest.mark.parametrize("name", NAMES + ["RadauIIA5", "Rodas5P"])
+def test_an_infinite_t_bound_ends_with_an_error_instead_of_hanging(name):
+    """y' = -y towards t_bound = inf: h grows until t + h overflows (both FBDF and the one-step
+    solvers retried forever before, as SciPy's own Radau still does)."""
+    with pytest.raises(ValueError, match="t \\+ h overflows.*t_bound = inf is not reached"):
+        solve_ivp(lambda t, y: -y, (0.0, np.inf), [1.0], method=name)

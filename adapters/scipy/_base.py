@@ -288,6 +288,11 @@ class StiffSolver(OdeSolver):
             self.tstops.pop(0)
         target = self.tstops[0] if self.tstops else self.t_bound
         t_new = t + self.direction * h_abs
+        if not np.isfinite(t_new):
+            # towards t_bound = inf a decaying solution lets h grow until t + h overflows; every
+            # retry would grow it again, so the solve never ended (it hung, as SciPy's Radau does)
+            raise ValueError(f"t + h overflows at t = {t:.6g} (h = {h_abs:.3g}): t_bound = {self.t_bound} is not "
+                             "reached by finite steps; integrate to a finite time")
         if self.direction * (t_new - target) > -1e-8 * h_abs:
             t_new = target
         return t_new
