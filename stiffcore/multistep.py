@@ -35,8 +35,8 @@ from .catalogue.multistep import MAX_ORDER
 
 __all__ = [
     "MAX_ORDER", "ROWS", "ORDER_MASK", "PREDICTOR", "UPDATE", "NEW_VALUE", "RESCALE_POLYNOMIALS",
-    "rescale_matrix", "resample", "update", "same_step", "corrector_weights", "interpolation_weights", "start_table", "table_from_history",
-    "check_max_order",
+    "rescale_matrix", "resample", "update", "same_step", "corrector_weights", "interpolation_weights",
+    "start_table", "table_from_history", "check_max_order",
 ]
 
 ROWS = MAX_ORDER + 3

@@ -188,8 +188,8 @@ class StiffSolver(OdeSolver):
         self.rejected_last = False
 
     # --- option checks ---------------------------------------------------------------
-    def _catalogue_entry(self):
-        """The catalogue record the solver steps with (a :class:`Method` here)."""
+    def _catalogue_entry(self) -> Method:
+        """The catalogue record the solver steps with (FBDF/QNDF: their VariableOrderMethod)."""
         return get_method(self.method_id)
 
     def _controls_interpolation(self) -> bool:
