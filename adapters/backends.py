@@ -38,9 +38,10 @@ scipy = Announcement(Backend(
 
 torch = Announcement(Backend(
     name="torch", methods=IMPLICIT, reversible_bases=tuple(method_ids(one_step=True)),
-    requires=("torch", "torchdiffeq"),
-    description="torchdiffeq.odeint method strings, gradients by autograd (implicit stages by the IFT)",
-    **_hooks("torchdiffeq.backend")))
+    requires=("torch", "torchdiffeq"), multistep_methods=MULTISTEP,
+    description="torchdiffeq.odeint method strings (fbdf/qndf included), gradients by autograd (implicit "
+                "stages and correctors by the IFT)",
+    **_hooks("torchdiffeq.backend", (*_ALL, "multistep_gradient"))))
 
 jax = Announcement(Backend(
     name="jax", methods=JAX_METHODS, reversible_bases=JAX_METHODS, requires=("jax", "diffrax", "equinox"),

@@ -12,9 +12,10 @@ Each case runs in a fresh process, so its peak resident memory is its own.  Rows
   ``+grad`` adds (in its own process, so the solve's memory stays its own) the gradient of
   sum(y(T)^2) with respect to a parameter (diffusion scale / k1) by diffrax's default adjoint;
 * ``jax Rodas5P dense``: the default dense LU, up to 2,048 unknowns;
-* ``torch Rodas5P sparse`` (``jac_sparsity``; after a short warm-up solve), ``+grad``
-  (backward through the solve),
-  ``torch Rodas5P gmres`` (matrix-free, unpreconditioned: up to 512 unknowns);
+* ``torch Rodas5P sparse`` / ``torch RadauIIA5 sparse`` / ``torch FBDF sparse`` / ``torch QNDF
+  sparse`` (``jac_sparsity``; after a short warm-up solve), ``+grad`` (backward through the
+  solve), ``torch Rodas5P gmres`` / ``torch FBDF gmres`` (matrix-free, unpreconditioned: up
+  to 512 unknowns);
 * ``CVODE sparse`` / ``CVODE band``: SUNDIALS CVODE (BDF) through scikit-sundae (band up
   to 2,048 unknowns: the periodic grid's band is the whole matrix);
 * ``CasADi CVODES`` (CasADi's CVODES with its default linear solver, the model as SX
@@ -40,6 +41,8 @@ import numpy as np
 
 RTOL, ATOL = {"bruss2d": (1e-6, 1e-6), "rober": (1e-6, 1e-10)}, None
 T_END = {"bruss2d": 11.5, "rober": 40.0}
+#: the torch rows' method strings
+TORCH_METHODS = {"Rodas5P": "rodas5p", "RadauIIA5": "radau_iia5", "FBDF": "fbdf", "QNDF": "qndf"}
 
 
 def problem(name: str, size: int, xp=np):
@@ -106,23 +109,24 @@ def run_case(case):
         import stiffcore.adapters.torchdiffeq  # noqa: F401  (registers the methods)
 
         f, y0, S, jumps = problem(name, size, torch)
+        method = TORCH_METHODS[backend.split()[1]]
         opts = dict(linear_solver="gmres") if "gmres" in backend else dict(jac_sparsity=S)
         if jumps:
             opts["jump_t"] = torch.tensor(jumps, dtype=torch.float64)
         p = torch.tensor(1.0 if name == "bruss2d" else 0.04, dtype=torch.float64, requires_grad=True)
         ts = torch.tensor([0.0, t_end], dtype=torch.float64)
         with torch.no_grad():   # warm-up (torch.func's first use, ~1 s), as JAX's compilation is kept apart
-            odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts * 1e-3, method="rodas5p", rtol=rtol, atol=atol,
+            odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts * 1e-3, method=method, rtol=rtol, atol=atol,
                    options=opts)
         with torch.no_grad():
             start = time.perf_counter()
-            ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method="rodas5p", rtol=rtol, atol=atol,
+            ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method=method, rtol=rtol, atol=atol,
                         options=opts)
             seconds = time.perf_counter() - start
         y, steps = ys[-1].numpy(), None
         if "grad" in backend:
             start = time.perf_counter()
-            ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method="rodas5p", rtol=rtol, atol=atol,
+            ys = odeint(lambda t, y: f(t, y, p), torch.tensor(y0), ts, method=method, rtol=rtol, atol=atol,
                         options=opts)
             torch.autograd.grad((ys[-1] ** 2).sum(), p)
             grad_s = time.perf_counter() - start
@@ -281,7 +285,8 @@ def main() -> None:
     backends = ["CVODE sparse", "CVODE band", "scipy Rodas5P sparse", "scipy RadauIIA5 sparse", "scipy FBDF sparse",
                 "scipy QNDF sparse", "scipy Rodas5P gmres", "scipy FBDF gmres",
                 "jax Rodas5P SparseLU", "jax Rodas5P SparseLU +grad", "jax Rodas5P dense", "torch Rodas5P sparse",
-                "torch Rodas5P sparse +grad", "torch Rodas5P gmres", "CasADi CVODES", "CasADi CVODES +grad",
+                "torch Rodas5P sparse +grad", "torch RadauIIA5 sparse", "torch FBDF sparse", "torch FBDF sparse +grad",
+                "torch QNDF sparse", "torch Rodas5P gmres", "torch FBDF gmres", "CasADi CVODES", "CasADi CVODES +grad",
                 "pydiffsol BDF sparse", "pydiffsol BDF sparse +sens"]
     headers = ["problem", "n", "backend", "time s", "x CVODE", "peak MiB", "error", "steps", "compile s",
                "grad s", "grad/solve"]

@@ -35,8 +35,10 @@ from .catalogue.multistep import MAX_ORDER
 
 __all__ = [
     "MAX_ORDER", "ROWS", "ORDER_MASK", "PREDICTOR", "UPDATE", "NEW_VALUE", "RESCALE_POLYNOMIALS",
-    "rescale_matrix", "resample", "update", "same_step", "corrector_weights", "interpolation_weights",
-    "start_table", "table_from_history", "check_max_order",
+    "rescale_matrix", "resample", "update", "same_step", "corrector_weights", "interpolation_terms",
+    "interpolation_weights", "start_table", "history_matrix", "table_from_history", "check_max_order",
+    "NEWTON_MAXITER", "JACOBIAN_AGE", "MIN_FACTOR", "MAX_FACTOR", "KEEP_BELOW", "newton_safety",
+    "order_candidates", "next_order_and_step",
 ]
 
 ROWS = MAX_ORDER + 3
@@ -148,16 +150,21 @@ def corrector_weights(family: str | VariableOrderMethod) -> np.ndarray:
     return out
 
 
+def interpolation_terms(s, order: int) -> list:
+    """[B_0(s), ..., B_k(s)] with P(t_n + s h) = sum_m B_m(s) D[m] for the order-k table D at
+    t_n: Newton's backward formula, B_m(s) = prod_{l=1}^{m} (s + l - 1) / l.  s in [-1, 0]
+    spans the last step.  Plain arithmetic on ``s``: a float, a NumPy array or a tensor."""
+    terms = [s * 0 + 1]
+    for m in range(1, order + 1):
+        terms.append(terms[-1] * (s + m - 1) / m)
+    return terms
+
+
 def interpolation_weights(s, order: int) -> np.ndarray:
-    """Weights w (..., ROWS) with P(t_n + s h) = w @ D for the order-k table D at t_n: Newton's
-    backward formula, B_m(s) = prod_{l=1}^{m} (s + l - 1) / l for m <= k.  s in [-1, 0] spans
-    the last step."""
+    """:func:`interpolation_terms` as weights w (..., ROWS), P(t_n + s h) = w @ D."""
     s = np.asarray(s, dtype=float)
     out = np.zeros(s.shape + (ROWS,))
-    term = np.ones_like(s)
-    out[..., 0] = 1
-    for m in range(1, order + 1):
-        term = term * (s + m - 1) / m
+    for m, term in enumerate(interpolation_terms(s, order)):
         out[..., m] = term
     return out
 
@@ -171,17 +178,63 @@ def start_table(y0, h_f0) -> np.ndarray:
     return table
 
 
+def history_matrix(n_values: int) -> np.ndarray:
+    """(ROWS, n_values) H with D = H @ [y_{n-k}, ..., y_n] (oldest first, k = n_values - 1):
+    D[m] = nabla^m y_n = sum_i (-1)^i C(m, i) y_{n-i} for m <= k, zero rows beyond."""
+    k = n_values - 1
+    if not 0 <= k <= MAX_ORDER:
+        raise ValueError(f"a history holds 1..{MAX_ORDER + 1} values, got {n_values}")
+    H = np.zeros((ROWS, n_values))
+    for m in range(k + 1):
+        for i in range(m + 1):
+            H[m, k - i] = (-1) ** i * comb(m, i)
+    return H
+
+
 def table_from_history(values) -> np.ndarray:
     """The table of y_n given equally spaced past values ``values = [y_{n-k}, ..., y_n]``
     (oldest first): D[m] = nabla^m y_n for m <= k (how exact starting values enter)."""
     values = np.asarray(values)
-    k = values.shape[0] - 1
-    if not 0 <= k <= MAX_ORDER:
-        raise ValueError(f"a history holds 1..{MAX_ORDER + 1} values, got {k + 1}")
-    table = np.zeros((ROWS,) + values.shape[1:], dtype=values.dtype)
-    for m in range(k + 1):
-        table[m] = sum((-1) ** i * comb(m, i) * values[k - i] for i in range(m + 1))
-    return table
+    return np.tensordot(history_matrix(values.shape[0]), values, axes=1).astype(values.dtype, copy=False)
+
+
+# --- the controller every adapter runs (Shampine & Reichelt 1997, sec. 2.3; CVODE's constants) ---
+
+#: Newton iterations per attempt; more means the Jacobian or the step is wrong
+NEWTON_MAXITER = 4
+#: accepted steps after which the Jacobian is re-evaluated even while Newton converges (CVODE's
+#: msbj, 51): an old J that still converges can make Newton accept a poor iterate on its first
+#: iteration, and the error test then rejects steps it should accept
+JACOBIAN_AGE = 50
+#: the bounds of a step change, and the growth below which an accepted step keeps h (and with
+#: it the factorised Newton matrix)
+MIN_FACTOR, MAX_FACTOR, KEEP_BELOW = 0.2, 10.0, 1.2
+
+
+def newton_safety(iterations: int) -> float:
+    """The step controller's safety factor: 0.9, less when Newton needed many iterations
+    (Hairer & Wanner II, IV.8)."""
+    return 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + iterations)
+
+
+def order_candidates(order: int, max_order: int) -> list[int]:
+    """The orders k-1, k, k+1 within 1..max_order; the estimate of order q reads row q + 1."""
+    return [q for q in (order - 1, order, order + 1) if 1 <= q <= max_order]
+
+
+def next_order_and_step(order: int, errors: dict, iterations: int, rejected: bool) -> tuple[int, float | None]:
+    """After k + 1 steps at one size: (order, factor) for the next step, the order among
+    ``errors`` (q -> weighted error estimate C_q ||D[q+1]||) allowing the largest step, the
+    current one on a tie; factor None keeps h (a growth below KEEP_BELOW is not worth a new
+    Newton matrix).  A step that needed a retry does not grow."""
+    factors = {q: np.inf if err == 0 else err ** (-1 / (q + 1)) for q, err in errors.items()}
+    new_order = max(factors, key=lambda q: (factors[q], q == order))
+    factor = min(MAX_FACTOR, newton_safety(iterations) * factors[new_order])
+    if rejected:
+        factor = min(factor, 1.0)
+    if new_order == order and 1 <= factor < KEEP_BELOW:
+        return order, None
+    return new_order, factor
 
 
 def check_max_order(max_order, what: str = "max_order") -> int:

@@ -22,15 +22,6 @@ from stiffcore.catalogue import get_variable_order
 
 from ._base import StepFailure, StiffSolver
 
-NEWTON_MAXITER = 4
-#: steps after which the Jacobian is re-evaluated even while Newton converges (CVODE's msbj,
-#: 51): an old J that still converges can make Newton accept a poor iterate on its first
-#: iteration, and the error test then rejects steps it should accept
-JACOBIAN_AGE = 50
-MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
-#: an accepted step would grow by less than this: keep h (and the LU) instead
-KEEP_BELOW = 1.2
-
 
 class DifferenceTableDense(DenseOutput):
     """y(t) on the last step from the order-k table at its end: Newton's backward formula
@@ -141,7 +132,7 @@ class VariableOrderSolver(StiffSolver):
             err = self.error_constants[self.order] * norm(table[self.order + 1] / scale)
             if err <= 1:
                 break
-            factor = max(MIN_FACTOR, self._safety(iterations) * err ** (-1 / (self.order + 1)))
+            factor = max(ms.MIN_FACTOR, ms.newton_safety(iterations) * err ** (-1 / (self.order + 1)))
             self.n_rejected += 1
             self.newton_rate = None  # Newton may have stopped early on a rate that no longer holds
             reason, rejected = f"error estimate {err:.3g} times the tolerance", True
@@ -184,28 +175,28 @@ class VariableOrderSolver(StiffSolver):
         b = self.corrector[k] @ self.table
         scale = self.atol + self.rtol * np.abs(y_pred)
         while True:
-            if self.J is None or (self.jac_age > 0 and (self.jac_stale or self.jac_age >= JACOBIAN_AGE)):
+            if self.J is None or (self.jac_age > 0 and (self.jac_stale or self.jac_age >= ms.JACOBIAN_AGE)):
                 self.refresh_jacobian(t_new, y_pred, self.eval_f(t_new, y_pred))
                 self.jac_age, self.newton_rate = 0, None
             converged, y, iterations = self._newton(t_new, y_pred, b, c, scale)
             if converged:
                 return y, iterations
             if self.jac_age == 0 or self.jacobian.is_constant:  # J is this step's own: shrink the step
-                raise StepFailure(f"Newton's iteration did not converge in {NEWTON_MAXITER} iterations at "
+                raise StepFailure(f"Newton's iteration did not converge in {ms.NEWTON_MAXITER} iterations at "
                                   f"t = {t_new}, h = {h:.3g} (order {k})", shrink=0.5)
             self.jac_stale = True
 
     def _newton(self, t_new, y, b, c, scale):
         y = y.copy()
         previous, rate = None, self.newton_rate
-        for iteration in range(1, NEWTON_MAXITER + 1):
+        for iteration in range(1, ms.NEWTON_MAXITER + 1):
             f = self.eval_f(t_new, y)
             delta = self.solve_shifted(1 / c, f - (y - b) / c)
             size = norm(delta / scale)
             if previous is not None:
                 # never trust a contraction faster than 0.3 of the last one seen (CVODE's crate)
                 rate = size / previous if rate is None else max(0.3 * rate, size / previous)
-                if rate >= 1 or rate ** (NEWTON_MAXITER - iteration) / (1 - rate) * size > self.newton_tol:
+                if rate >= 1 or rate ** (ms.NEWTON_MAXITER - iteration) / (1 - rate) * size > self.newton_tol:
                     return False, y, iteration
             y += delta
             if not np.all(np.isfinite(y)):
@@ -214,12 +205,7 @@ class VariableOrderSolver(StiffSolver):
                 self.newton_rate = rate
                 return True, y, iteration
             previous = size
-        return False, y, NEWTON_MAXITER
-
-    @staticmethod
-    def _safety(iterations: int) -> float:
-        """0.9, less when Newton needed many iterations (Hairer & Wanner II, IV.8)."""
-        return 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + iterations)
+        return False, y, ms.NEWTON_MAXITER
 
     def _next_order_and_step(self, iterations: int, rejected: bool) -> None:
         """After k + 1 steps at one size: the order among k-1, k, k+1 whose estimate allows
@@ -232,16 +218,10 @@ class VariableOrderSolver(StiffSolver):
                 self.order, self.n_equal_steps = k + 1, 0
             return
         scale = self.atol + self.rtol * np.abs(self.y)
-        candidates = [q for q in (k - 1, k, k + 1) if 1 <= q <= self.max_order]
-        factors = {}
-        for q in candidates:
-            err = self.error_constants[q] * norm(self.table[q + 1] / scale)
-            factors[q] = np.inf if err == 0 else err ** (-1 / (q + 1))
-        order = max(candidates, key=lambda q: (factors[q], q == k))
-        factor = min(MAX_FACTOR, self._safety(iterations) * factors[order])
-        if rejected:
-            factor = min(factor, 1.0)
-        if order != k or not 1 <= factor < KEEP_BELOW:
+        errors = {q: self.error_constants[q] * norm(self.table[q + 1] / scale)
+                  for q in ms.order_candidates(k, self.max_order)}
+        order, factor = ms.next_order_and_step(k, errors, iterations, rejected)
+        if factor is not None:
             self.order, self.n_equal_steps = order, 0
             self.h_abs = min(abs(self.h_table) * factor, self.max_step)
 

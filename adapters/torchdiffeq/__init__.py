@@ -27,6 +27,7 @@ from stiffcore.catalogue import get_method, method_ids
 from stiffcore.report import did_you_mean
 
 from ._solver import StiffSolver
+from .multistep import MULTISTEP_SOLVERS
 from .reversible import ReversibleSolver, odeint_reversible
 
 #: The catalogue methods offered as torchdiffeq method strings, plus "reversible".
@@ -42,6 +43,7 @@ def _solver_class(method_id: str) -> type:
 
 
 SOLVERS = {mid: _solver_class(mid) for mid in SOLVER_IDS}
+SOLVERS.update(MULTISTEP_SOLVERS)
 SOLVERS["reversible"] = ReversibleSolver
 
 

@@ -418,9 +418,7 @@ class StiffSolver:
             exponent = -1.0 / (q + 1)
             if bool(ratio <= 1):
                 self.field.callback("callback_accept_step")(t, y_user, h)
-                factor = torch.clamp(self.safety * ratio.clamp(min=1e-10) ** exponent, self.dfactor, self.ifactor)
-                proposal = h * factor
-                self.h = torch.maximum(proposal, self.h) if landing else proposal
+                self.h = self._next_step_size(h, ratio, landing, new)
                 self._after_jump = None
                 if landing:
                     new = self._land(new, target)
@@ -433,6 +431,13 @@ class StiffSolver:
             self.field.callback("callback_reject_step")(t, y_user, h)
             reason = f"error estimate {float(ratio):.3g} times the tolerance"
             self.h = h * torch.clamp(self.safety * ratio ** exponent, self.dfactor, 1.0)
+
+    def _next_step_size(self, h, ratio, landing: bool, new):
+        """The step after an accepted step h with error ``ratio`` ending at ``new``; a step
+        shortened to land on a stop does not shrink the next (``self.h`` is the one it was)."""
+        factor = torch.clamp(self.safety * ratio.clamp(min=1e-10) ** (-1.0 / (self._error_order() + 1)),
+                             self.dfactor, self.ifactor)
+        return torch.maximum(h * factor, self.h) if landing else h * factor
 
     def _restart(self, state):
         """``state`` with f evaluated just after its time (past a discontinuity of f)."""

@@ -37,6 +37,33 @@ def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int):
 one_step_gradient, n_step_gradient = hooks_from_linear_gradient(_linear_gradient)
 
 
+def multistep_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_steps: int | None = None):
+    """d y_N / d lambda of the fixed-order formula ``method_id`` (bdf1..5, ndf1..4) on
+    y' = lambda y for every lambda = z / h at once (``batch_dims=1``): the exact starting
+    values y_j = e^{j lambda h} y0 (j < s, the formula's steps) as the ``fbdf``/``qndf``
+    history, carrying their own dependence on lambda, then the solver's fixed steps of
+    order k to y_N and one autograd pass."""
+    import torch
+
+    from stiffcore.catalogue import VARIABLE_ORDER, get_method
+
+    from .multistep import MULTISTEP_SOLVERS
+
+    method = get_method(method_id)
+    k, s = method.order, method.stages
+    family = next(f for f in VARIABLE_ORDER.values() if f.members[k - 1] == method.id)
+    n_steps = s + 4 if n_steps is None else n_steps
+    z = np.asarray(z, dtype=float)
+    lam = torch.tensor(z.reshape(-1, 1) / h, dtype=torch.float64, requires_grad=True)
+    values = [torch.exp(j * h * lam) * y0 for j in range(s)]
+    solver = MULTISTEP_SOLVERS[family.id](lambda t, y: lam * y, values[-1].detach(), rtol=1e-10, atol=1e-14,
+                                          step_size=h, newton_tol=1e-9, batch_dims=1,
+                                          jac=lambda t, y: lam.detach().unsqueeze(-1))
+    y_n = solver._steps_from_history((s - 1) * h, values, h, n_steps * h, k)
+    # the systems are independent: the gradient of the sum is d y_N,i / d lambda_i
+    return torch.autograd.grad(y_n.sum(), lam)[0].detach().numpy().reshape(z.shape)
+
+
 def reversible_run(base_id: str, z, h: float, y0: float, n_steps: int, coupling: float,
                    perturbation: float = 0.0, gradient: bool = True) -> dict:
     """Forward n reversible steps on y' = lambda y for every lambda = z / h at once (one
