@@ -45,8 +45,10 @@ torch = Announcement(Backend(
 
 jax = Announcement(Backend(
     name="jax", methods=JAX_METHODS, reversible_bases=JAX_METHODS, requires=("jax", "diffrax", "equinox"),
-    description="stiffcore.adapters.diffrax solvers, gradients by jax.grad (implicit stages by the IFT)",
-    **_hooks("diffrax.backend")))
+    multistep_methods=MULTISTEP,
+    description="stiffcore.adapters.diffrax solvers (FBDF/QNDF included), gradients by jax.grad (implicit "
+                "stages and correctors by the IFT)",
+    **_hooks("diffrax.backend", (*_ALL, "multistep_gradient"))))
 
 diffrax = Announcement(Backend(
     name="diffrax", methods=tuple(DIFFRAX_NATIVE), requires=("jax", "diffrax", "equinox"),

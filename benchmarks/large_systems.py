@@ -7,7 +7,8 @@ Each case runs in a fresh process, so its peak resident memory is its own.  Rows
 * ``scipy Rodas5P sparse`` / ``scipy RadauIIA5 sparse`` / ``scipy FBDF sparse`` /
   ``scipy QNDF sparse``: ``jac_sparsity`` (SuperLU; FBDF/QNDF keep one factorisation over many steps);
 * ``scipy Rodas5P gmres`` / ``scipy FBDF gmres``: matrix-free (difference quotients, no preconditioner);
-* ``jax Rodas5P SparseLU``: diffrax with :class:`~stiffcore.adapters.diffrax.SparseLU`
+* ``jax Rodas5P SparseLU`` / ``jax FBDF SparseLU`` / ``jax QNDF SparseLU``: diffrax with
+  :class:`~stiffcore.adapters.diffrax.SparseLU`
   (coloured JVPs, SuperLU on the host); solve time after compilation, compile time apart;
   ``+grad`` adds (in its own process, so the solve's memory stays its own) the gradient of
   sum(y(T)^2) with respect to a parameter (diffusion scale / k1) by diffrax's default adjoint;
@@ -28,7 +29,8 @@ The time exponent is fitted from the two largest sizes.  Writes benchmarks/out/l
 
     pip install -e ".[all,bench]"
     python benchmarks/large_systems.py [--full] [--only TEXT]
-    # --full adds m = 128 (32,768 unknowns); --only "scipy" runs the backends naming scipy
+    # --full adds m = 128 (32,768 unknowns); --only "scipy" runs the backends naming scipy;
+    # --largest: BRUSS-2D at the largest size only
 """
 
 from __future__ import annotations
@@ -72,10 +74,11 @@ def run_case(case):
         import jax.numpy as jnp
 
         jax.config.update("jax_enable_x64", True)
-        from stiffcore.adapters.diffrax import Rodas5P, SparseLU
+        import stiffcore.adapters.diffrax as dfx
 
         f, y0, S, jumps = problem(name, size, jnp)
-        solver = Rodas5P(linear_solver=SparseLU(S)) if "SparseLU" in backend else Rodas5P()
+        cls = getattr(dfx, backend.split()[1])
+        solver = cls(linear_solver=dfx.SparseLU(S)) if "SparseLU" in backend else cls()
 
         def solve(p):
             return diffrax.diffeqsolve(
@@ -279,12 +282,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="add BRUSS-2D m = 128 and ROBER x 10,000")
     parser.add_argument("--only", default="", help="run only backends containing this text (and CVODE sparse)")
+    parser.add_argument("--largest", action="store_true", help="BRUSS-2D at its largest size only (no ROBER)")
     args = parser.parse_args()
     sizes = {"bruss2d": [16, 32, 64] + ([128] if args.full else []),
              "rober": [1, 100, 1000] + ([10_000] if args.full else [3000])}
+    if args.largest:
+        sizes = {"bruss2d": sizes["bruss2d"][-1:]}
     backends = ["CVODE sparse", "CVODE band", "scipy Rodas5P sparse", "scipy RadauIIA5 sparse", "scipy FBDF sparse",
                 "scipy QNDF sparse", "scipy Rodas5P gmres", "scipy FBDF gmres",
-                "jax Rodas5P SparseLU", "jax Rodas5P SparseLU +grad", "jax Rodas5P dense", "torch Rodas5P sparse",
+                "jax Rodas5P SparseLU", "jax Rodas5P SparseLU +grad", "jax FBDF SparseLU", "jax FBDF SparseLU +grad",
+                "jax QNDF SparseLU", "jax Rodas5P dense", "torch Rodas5P sparse",
                 "torch Rodas5P sparse +grad", "torch RadauIIA5 sparse", "torch FBDF sparse", "torch FBDF sparse +grad",
                 "torch QNDF sparse", "torch Rodas5P gmres", "torch FBDF gmres", "CasADi CVODES", "CasADi CVODES +grad",
                 "pydiffsol BDF sparse", "pydiffsol BDF sparse +sens"]

@@ -36,6 +36,7 @@ from .catalogue.multistep import MAX_ORDER
 __all__ = [
     "MAX_ORDER", "ROWS", "ORDER_MASK", "PREDICTOR", "UPDATE", "NEW_VALUE", "RESCALE_POLYNOMIALS",
     "rescale_matrix", "resample", "update", "same_step", "corrector_weights", "interpolation_terms",
+    "POWER_COEFFICIENTS",
     "interpolation_weights", "start_table", "history_matrix", "table_from_history", "check_max_order",
     "NEWTON_MAXITER", "JACOBIAN_AGE", "MIN_FACTOR", "MAX_FACTOR", "KEEP_BELOW", "newton_safety",
     "order_candidates", "next_order_and_step",
@@ -158,6 +159,30 @@ def interpolation_terms(s, order: int) -> list:
     for m in range(1, order + 1):
         terms.append(terms[-1] * (s + m - 1) / m)
     return terms
+
+
+def _power_coefficients(order: int) -> np.ndarray:
+    """(MAX_ORDER, ROWS) C with P(t_n + theta h) = y_n + sum_{j>=1} theta^j (C @ D)[j-1] for the
+    order-k table D at t_{n+1} = t_n + h: Newton's backward formula at s = theta - 1, expanded
+    in powers of theta (exact fractions).  P(t_n) = y_n since B_1(-1) = -1 and B_m(-1) = 0 for
+    m >= 2, so the last step's polynomial starts at its start value."""
+    C = [[Fraction(0)] * ROWS for _ in range(MAX_ORDER)]
+    for m in range(1, order + 1):
+        poly = [Fraction(1)]   # B_m(theta - 1) = prod_{l=1}^{m} (theta + l - 2) / l, in powers of theta
+        for l in range(1, m + 1):
+            nxt = [Fraction(0)] * (len(poly) + 1)
+            for p, c in enumerate(poly):
+                nxt[p] += c * Fraction(l - 2, l)
+                nxt[p + 1] += c * Fraction(1, l)
+            poly = nxt
+        for j in range(1, len(poly)):
+            C[j - 1][m] += poly[j]
+    return np.array([[float(c) for c in row] for row in C])
+
+
+#: POWER_COEFFICIENTS[k] is :func:`_power_coefficients` (k), the last step's polynomial in the
+#: power basis of theta = (t - t_n) / h (how diffrax's polynomial interpolation takes it).
+POWER_COEFFICIENTS = np.array([_power_coefficients(k) for k in _ORDERS])
 
 
 def interpolation_weights(s, order: int) -> np.ndarray:

@@ -159,7 +159,7 @@ def _bruss_solve(name, linear_solver, alpha_scale, ts=T_OUT, rtol=1e-6):
 
     import stiffcore.adapters.diffrax as adapter
 
-    cls = adapter.SOLVERS[name]
+    cls = getattr(adapter, name)
     solver = cls() if linear_solver is None else cls(linear_solver=linear_solver)
     rhs = bruss2d(M, jnp)
     return diffrax.diffeqsolve(
@@ -168,9 +168,10 @@ def _bruss_solve(name, linear_solver, alpha_scale, ts=T_OUT, rtol=1e-6):
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol, jump_ts=[1.1]), max_steps=4096)
 
 
-@pytest.mark.parametrize("name,rtol", [("Rodas5P", 1e-6), ("RadauIIA5", 1e-6)])
-def test_diffrax_linear_solvers_agree_under_jit_vmap_grad(name, rtol):
-    """Outputs between steps and vmapped gradients: sparse and GMRES equal dense LU.  (SDIRK2
+@pytest.mark.parametrize("name,rtol,slack", [("Rodas5P", 1e-6, 1), ("RadauIIA5", 1e-6, 1), ("FBDF", 1e-6, 10)])
+def test_diffrax_linear_solvers_agree_under_jit_vmap_grad(name, rtol, slack):
+    """Outputs between steps and vmapped gradients: sparse and GMRES equal dense LU (to the
+    tolerance; FBDF's order choice passes on the Newton paths' differences: 1.8e-6).  (SDIRK2
     is left out: after these two, its own dense jit(vmap(grad)) hangs at 0% CPU inside XLA's
     execute, with no callback in its program; alone it passes.  Not yet understood.)"""
     _diffrax()
@@ -189,8 +190,8 @@ def test_diffrax_linear_solvers_agree_under_jit_vmap_grad(name, rtol):
     assert np.all(np.isfinite(grads))
     for label, (ys_, grads_) in results.items():
         # equal to the Newton tolerance: Newton-Krylov (RadauIIA5 with GMRES) takes its own path
-        np.testing.assert_allclose(ys_, ys, rtol=rtol, atol=1e-2 * rtol, err_msg=label)
-        np.testing.assert_allclose(grads_, grads, rtol=10 * rtol, err_msg=label)
+        np.testing.assert_allclose(ys_, ys, rtol=slack * rtol, atol=1e-2 * rtol, err_msg=label)
+        np.testing.assert_allclose(grads_, grads, rtol=10 * slack * rtol, err_msg=label)
 
 
 @pytest.mark.parametrize("name", ["Rodas5P", "RadauIIA5"])

@@ -25,6 +25,7 @@ from stiffcore.catalogue import get_method
 from ..backends import DIFFRAX_NATIVE as NATIVE  # diffrax's own solvers, by catalogue id (checked too)
 from .adjoint import ReversibleAdjoint
 from .linear_solvers import SparseLU, detect_sparsity
+from .multistep import FBDF, QNDF, VariableOrderSolver
 from .reversible import Reversible
 from .solvers import (
     ROS3P, SDIRK2, SOLVERS, TRBDF2, BackwardEuler, GaussLegendre4, GaussLegendre6, ImplicitMidpoint,
@@ -50,7 +51,7 @@ def diffrax_solver(method_id: str) -> type:
 __all__ = [
     "SparseLU", "detect_sparsity", "NATIVE", "SOLVERS", "SOLVER_IDS", "diffrax_solver", "solver_class",
     "ImplicitRungeKuttaSolver",
-    "RosenbrockSolver", "Reversible", "ReversibleAdjoint",
+    "RosenbrockSolver", "Reversible", "ReversibleAdjoint", "FBDF", "QNDF", "VariableOrderSolver",
     "BackwardEuler", "GaussLegendre4", "GaussLegendre6", "ImplicitMidpoint", "LobattoIIIC2", "RadauIIA3",
     "RadauIIA5", "ROS3P", "Rodas4", "Rodas5P", "Rosenbrock23", "SDIRK2", "TRBDF2", "Trapezoid",
 ]

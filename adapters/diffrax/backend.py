@@ -122,6 +122,56 @@ def _linear_gradient(method_id: str, z, h: float, y0: float, n_steps: int, nativ
     return np.asarray(grads).reshape(z.shape)
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_multistep(method_id: str):
+    """jit(vmap(grad)) of y_N with respect to lambda for the fixed-order formula ``method_id``
+    on y' = lambda y: the exact starting values as the FBDF/QNDF difference table, then the
+    solvers' own corrector step (:func:`.multistep.corrector_step`) at the fixed step h."""
+    jax = _jax()
+    import jax.numpy as jnp
+    import optimistix as optx
+
+    from stiffcore import multistep as ms
+    from stiffcore.catalogue import VARIABLE_ORDER, get_method
+
+    from .multistep import _tables, corrector_step
+
+    method = get_method(method_id)
+    k, s = method.order, method.stages
+    family = next(f for f in VARIABLE_ORDER.values() if f.members[k - 1] == method.id)
+    tables = _tables(family, jnp.float64)
+    history = jnp.asarray(ms.history_matrix(s))
+    # a linear corrector: Newton meets it at once, and a residual at round-off (eps |z| |y| up
+    # to |z| = 1e8) never meets Cauchy termination, so stop on the increments
+    finder = optx.Newton(**ROOT_TOL, cauchy_termination=False)
+
+    def y_n(lam, h, y0, n_steps):
+        table = history @ (jnp.exp(jnp.arange(s) * lam * h) * y0)[:, None]
+
+        def step(table, j):
+            _, table, result, _ = corrector_step(tables, lambda t, y: lam * y, (s + j) * h, table, h, k, finder, 50)
+            return table, result == optx.RESULTS.successful
+
+        table, ok = jax.lax.scan(step, table, jnp.arange(n_steps - s + 1))
+        return table[0, 0], jnp.all(ok)
+
+    return jax.jit(jax.vmap(jax.grad(y_n, has_aux=True), in_axes=(0, None, None, None)), static_argnums=3)
+
+
+def multistep_gradient(method_id: str, z, h: float = 1.0, y0: float = 1.0, n_steps: int | None = None):
+    """d y_N / d lambda of the fixed-order formula ``method_id`` (bdf1..5, ndf1..4) on
+    y' = lambda y from the exact starting values y_j = e^{j lambda h} y0 (j < s), through the
+    diffrax FBDF/QNDF corrector step, for every lambda = z / h (vmapped)."""
+    from stiffcore.catalogue import get_method
+
+    n_steps = get_method(method_id).stages + 4 if n_steps is None else int(n_steps)
+    z = np.asarray(z, dtype=float)
+    grads, ok = _compiled_multistep(method_id)(z.ravel() / h, float(h), float(y0), n_steps)
+    if not np.all(ok):  # errors do not raise under vmap: report them here
+        raise RuntimeError(f"jax/{method_id}: the corrector failed at z = {z.ravel()[~np.asarray(ok)][:3]}")
+    return np.asarray(grads).reshape(z.shape)
+
+
 def make_hooks(native: bool):
     one_step_gradient, n_step_gradient = hooks_from_linear_gradient(
         lambda method_id, z, h, y0, n_steps: _linear_gradient(method_id, z, h, y0, n_steps, native))

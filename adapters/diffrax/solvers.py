@@ -179,16 +179,7 @@ class ImplicitRungeKuttaSolver(_CatalogueSolver, diffrax.AbstractImplicitSolver)
     preconditioner: Callable | None = None
 
     def _root_finder(self):
-        rf, solver = self.root_finder, self.linear_solver
-        if solver is None or not hasattr(rf, "linear_solver"):
-            return rf
-        if isinstance(solver, KRYLOV) and isinstance(rf, (diffrax.VeryChord, optx.Chord)):
-            # a chord method keeps the linear solver's state between iterations; a Krylov
-            # solver's state is the operator itself (functions inside), which VeryChord's
-            # stop_gradient cannot take, and matrix-free there is no factorisation to keep:
-            # Newton-Krylov, with the chord's tolerances and norm
-            return optx.Newton(rtol=rf.rtol, atol=rf.atol, norm=rf.norm, linear_solver=solver)
-        return eqx.tree_at(lambda r: r.linear_solver, rf, solver)
+        return with_linear_solver(self.root_finder, self.linear_solver)
 
     def _linear(self) -> LinearSolve:
         solver = self.linear_solver or getattr(self.root_finder, "linear_solver", None) or DENSE_LU
@@ -218,6 +209,20 @@ class RosenbrockSolver(_CatalogueSolver):
 
     def _advance(self, f, t0, y0, h, f0) -> Step:
         return _nonfinite_fails(rosenbrock_step(get_method(self.method_id), f, t0, y0, h, f0, self._linear()))
+
+
+def with_linear_solver(root_finder, linear_solver):
+    """``root_finder`` solving its Newton systems with ``linear_solver`` (None: its own)."""
+    if linear_solver is None or not hasattr(root_finder, "linear_solver"):
+        return root_finder
+    if isinstance(linear_solver, KRYLOV) and isinstance(root_finder, (diffrax.VeryChord, optx.Chord)):
+        # a chord method keeps the linear solver's state between iterations; a Krylov
+        # solver's state is the operator itself (functions inside), which VeryChord's
+        # stop_gradient cannot take, and matrix-free there is no factorisation to keep:
+        # Newton-Krylov, with the chord's tolerances and norm
+        rf = root_finder
+        return optx.Newton(rtol=rf.rtol, atol=rf.atol, norm=rf.norm, linear_solver=linear_solver)
+    return eqx.tree_at(lambda r: r.linear_solver, root_finder, linear_solver)
 
 
 def _with_interpolation_error(f, t0, y0, h, coeffs, stiff_filter, error):
