@@ -193,6 +193,21 @@ def _decay(method, z, coupling):
     return np.abs(d).reshape(z.shape)
 
 
+def refuse_variable_order(method) -> None:
+    """A ValueError naming ``method`` when it is a variable-order family (FBDF, QNDF): the
+    diagnosis predicts with R'(z) of one fixed one-step method, and these change order from
+    step to step.  Every adapter's ``diagnose`` asks this first."""
+    from .catalogue import UnknownMethodError, get_variable_order
+
+    try:
+        get_variable_order(method)
+    except UnknownMethodError:
+        return
+    raise ValueError(f"diagnose analyses one-step methods (its predictions use R'(z) of a fixed method); "
+                     f"{method!r} changes order from step to step: diagnose the problem with a one-step "
+                     "method such as RadauIIA5")
+
+
 def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=None, param_names=None,
              params=None, states=None, coupling=None, output_cotangents=None) -> Diagnosis:
     """Stiffness and gradient-attenuation report for a solve.

@@ -191,3 +191,11 @@ def test_conformance_hook_follows_the_k_step_recurrence(formula):
     z = -np.logspace(-2, 8, 6)
     measured, predicted = multistep_gradient(formula, z), predicted_gradient(formula, z, 1.0)
     assert np.max(np.abs(measured - predicted) / np.abs(predicted)) < 1e-10
+
+
+def test_diagnose_refuses_a_variable_order_method_by_name():
+    from stiffcore.adapters.diffrax.diagnose import diagnose
+
+    with pytest.raises(ValueError, match="diagnose analyses one-step methods.*'QNDF' changes order"):
+        diagnose(diffrax.ODETerm(lambda t, y, a: -a * y), adapter.QNDF(), 0.0, 1.0, None, jnp.ones(1),
+                 jnp.ones(1), stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-9))

@@ -290,3 +290,11 @@ def test_conformance_hook_follows_the_k_step_recurrence(formula):
     z = -np.logspace(-2, 8, 6)
     measured, predicted = multistep_gradient(formula, z), predicted_gradient(formula, z, 1.0)
     assert np.max(np.abs(measured - predicted) / np.abs(predicted)) < 1e-10
+
+
+def test_diagnose_refuses_a_variable_order_method_by_name():
+    from stiffcore.adapters.torchdiffeq.diagnose import diagnose
+
+    with pytest.raises(ValueError, match="diagnose analyses one-step methods.*'fbdf' changes order"):
+        diagnose(lambda s, y, p: -p * y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                 torch.ones(1, dtype=F64), method="fbdf")

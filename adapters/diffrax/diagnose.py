@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from stiffcore.catalogue import get_method
+from stiffcore.diagnostics import refuse_variable_order
 
 def method_id(solver) -> str:
     """The catalogue id of a diffrax solver instance (ours or diffrax's own)."""
@@ -18,6 +19,7 @@ def method_id(solver) -> str:
     if isinstance(solver, Reversible):
         solver = solver.base_solver
     name = type(solver).__name__
+    refuse_variable_order(name)
     return get_method({cls: mid for mid, cls in NATIVE.items()}.get(name, name)).id
 
 

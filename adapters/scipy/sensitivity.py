@@ -394,13 +394,11 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
     each parameter also gets its predicted dL/dp.  Returns :class:`stiffcore.diagnostics.Diagnosis`."""
     from stiffcore.diagnostics import cotangents_on_steps
     from stiffcore.diagnostics import diagnose as core_diagnose
+    from stiffcore.diagnostics import refuse_variable_order
 
     from . import solver_class
 
-    if _is_variable_order(method):
-        raise ValueError(f"diagnose analyses one-step methods (its predictions use R'(z) of a fixed method); "
-                         f"{method!r} changes order from step to step: diagnose the problem with a one-step "
-                         "method such as 'RadauIIA5'")
+    refuse_variable_order(method)
     p = np.asarray(p, dtype=float).ravel()
     y0 = np.asarray(y0, dtype=float).ravel()
     derivs = Derivatives(fun, y0.size, p, jac, jac_p)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from stiffcore.catalogue import get_method
+from stiffcore.diagnostics import refuse_variable_order
 
 
 def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10, param_names=None, options=None,
@@ -28,6 +29,7 @@ def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10,
 
     from . import SOLVERS
 
+    refuse_variable_order(method)
     m = get_method(method)
     if m.id not in SOLVERS:
         raise ValueError(f"method {m.id!r} is not a torchdiffeq method of this adapter; choose one of {list(SOLVERS)}")
