@@ -101,12 +101,16 @@ def _checked_preconditioner(P, y):
 
 
 def implicit_adjoint(root_finder) -> optx.ImplicitAdjoint:
-    """Optimistix's implicit adjoint with the root finder's own linear solver (SparseLU, GMRES,
+    """Optimistix's implicit adjoint with the root finder's own direct linear solver (SparseLU,
     dense LU): the adjoint's default is a dense LU of the materialised Jacobian, O(n^3) per
     step in the backward pass whatever the forward solve used (FBDF with SparseLU on 2,048
-    unknowns: a 103 s gradient beside a 3 s solve)."""
+    unknowns: a 103 s gradient beside a 3 s solve).  A Krylov solver keeps the default: lineax
+    raises on GMRES's breakdown inside a backward pass (a 6 x 6 Radau block, restart 4), where
+    the forward root find only reports it."""
     solver = getattr(root_finder, "linear_solver", None)
-    return optx.ImplicitAdjoint() if solver is None else optx.ImplicitAdjoint(linear_solver=solver)
+    if solver is None or isinstance(solver, (lx.GMRES, lx.BiCGStab, lx.CG)):
+        return optx.ImplicitAdjoint()
+    return optx.ImplicitAdjoint(linear_solver=solver)
 
 
 def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: int,
