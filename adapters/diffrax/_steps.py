@@ -100,6 +100,10 @@ def _checked_preconditioner(P, y):
     return P
 
 
+#: lineax's matrix-free (Krylov) solvers: with these the stage blocks take Newton-Krylov steps.
+KRYLOV = (lx.GMRES, lx.BiCGStab, lx.CG)
+
+
 def implicit_adjoint(root_finder) -> optx.ImplicitAdjoint:
     """Optimistix's implicit adjoint with the root finder's own direct linear solver (SparseLU,
     dense LU): the adjoint's default is a dense LU of the materialised Jacobian, O(n^3) per
@@ -108,7 +112,7 @@ def implicit_adjoint(root_finder) -> optx.ImplicitAdjoint:
     raises on GMRES's breakdown inside a backward pass (a 6 x 6 Radau block, restart 4), where
     the forward root find only reports it."""
     solver = getattr(root_finder, "linear_solver", None)
-    if solver is None or isinstance(solver, (lx.GMRES, lx.BiCGStab, lx.CG)):
+    if solver is None or isinstance(solver, KRYLOV):
         return optx.ImplicitAdjoint()
     return optx.ImplicitAdjoint(linear_solver=solver)
 

@@ -30,14 +30,12 @@ from stiffcore.catalogue.dense import (
     DEFECT_THETAS, HERMITE, controls_interpolation, dense_matrix, interpolation_order, value_and_scaled_slope,
 )
 
-from ._steps import LinearSolve, Step, implicit_rk_step, rosenbrock_step
+from ._steps import KRYLOV, LinearSolve, Step, implicit_rk_step, rosenbrock_step
 from .interpolation import PolynomialInterpolation
 from .linear_solvers import SparseLU, check_pattern
 
 #: The default linear solver: LU of the materialised Newton matrix (small systems).
 DENSE_LU = lx.AutoLinearSolver(well_posed=None)
-#: lineax's matrix-free (Krylov) solvers: with these the stage blocks take Newton-Krylov steps.
-KRYLOV = (lx.GMRES, lx.BiCGStab, lx.CG)
 
 
 def _flat_field(terms, args, y0):

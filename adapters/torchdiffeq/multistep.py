@@ -233,9 +233,7 @@ class VariableOrderSolver(StiffSolver):
         faster than 0.3 of the last, CVODE's crate); one device read per iteration."""
         previous, rate = None, self._rate
         for iteration in range(1, ms.NEWTON_MAXITER + 1):
-            residual = c * self.field(t_new, y) - (y - b)
-            delta = self._newton.solve(residual.reshape(residual.shape[0], -1)).reshape(y.shape)
-            size = float(self.norm(self.field.unflat(delta * weights)))
+            delta, size = self._newton_increment(t_new, y, b, c, weights)
             if not math.isfinite(size):
                 raise StepFailure(f"non-finite values in the Newton iteration at t = {format_time(t_new)}", 0.25)
             if previous is not None:
@@ -250,15 +248,20 @@ class VariableOrderSolver(StiffSolver):
             previous = size
         return False, y
 
+    def _newton_increment(self, t_new, y, b, c, weights):
+        """(delta, its weighted norm as a float): one Newton increment for y = b + c f(t_new, y)
+        with the current factorised I - c J (the one device read of an iteration)."""
+        residual = c * self.field(t_new, y) - (y - b)
+        delta = self._newton.solve(residual.reshape(residual.shape[0], -1)).reshape(y.shape)
+        return delta, float(self.norm(self.field.unflat(delta * weights)))
+
     def _full_newton(self, t_new, y, b, c, weights):
         """(converged, y) by Newton with the Jacobian at every iterate, for a fixed step whose
         simplified Newton failed (a large step on a strongly nonlinear transient), to round-off."""
         for _ in range(MAX_FULL_NEWTON_ITER):
             self._J = self.field.jacobian(t_new, y)
             self._newton, self._rate = factor_newton(self._one(y), c, [self._J], t_new), None
-            residual = c * self.field(t_new, y) - (y - b)
-            delta = self._newton.solve(residual.reshape(residual.shape[0], -1)).reshape(y.shape)
-            size = float(self.norm(self.field.unflat(delta * weights)))
+            delta, size = self._newton_increment(t_new, y, b, c, weights)
             if not math.isfinite(size):
                 break
             y = y + delta
