@@ -168,10 +168,12 @@ def _bruss_solve(name, linear_solver, alpha_scale, ts=T_OUT, rtol=1e-6):
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol, jump_ts=[1.1]), max_steps=4096)
 
 
-@pytest.mark.parametrize("name,rtol,slack", [("Rodas5P", 1e-6, 1), ("RadauIIA5", 1e-6, 1), ("FBDF", 1e-6, 10)])
+@pytest.mark.parametrize("name,rtol,slack", [("Rodas5P", 1e-6, 1), ("RadauIIA5", 1e-6, 1), ("FBDF", 1e-6, 20)])
 def test_diffrax_linear_solvers_agree_under_jit_vmap_grad(name, rtol, slack):
     """Outputs between steps and vmapped gradients: sparse and GMRES equal dense LU (to the
-    tolerance; FBDF's order choice passes on the Newton paths' differences: 1.8e-6).  (SDIRK2
+    tolerance; FBDF's order choice passes on the Newton paths' differences, and with GMRES it
+    linearises every step while the direct solvers keep J over many: gradients 1.03e-4 apart,
+    outputs within 1e-5).  (SDIRK2
     is left out: after these two, its own dense jit(vmap(grad)) hangs at 0% CPU inside XLA's
     execute, with no callback in its program; alone it passes.  Not yet understood.)"""
     _diffrax()

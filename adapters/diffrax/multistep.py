@@ -17,10 +17,11 @@ F itself, F = 1 (the Newton matrix's c unchanged) included.  Other PID settings 
 accept/reject decision exact and only scale the steps.
 
 Outputs between steps (``SaveAt(ts)``, ``dense``) are the interpolating polynomial of the
-step's order; each corrector y = b + c f(t, y) is solved by ``root_finder`` and
-differentiated by the implicit function theorem (Optimistix's implicit adjoint), and
-re-sampling and update are linear, so gradients are those of the discrete solution
-through every past value the table holds.
+step's order; each corrector y = b + c f(t, y) is solved by ``root_finder``, with one
+Jacobian kept over many steps where the root finder is diffrax's ``VeryChord`` with a direct
+linear solver (:mod:`.kept_jacobian`), and differentiated by the implicit function theorem
+(Optimistix's implicit adjoint); re-sampling and update are linear, so gradients are those of
+the discrete solution through every past value the table holds.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from stiffcore.catalogue import get_variable_order
 
 from ._steps import _accept_roundoff_roots, implicit_adjoint
 from .interpolation import PolynomialInterpolation
+from .kept_jacobian import (differentiable_root, jacobian_products, keeps_jacobian, newton_model, only_if,
+                            probe_count, probe_directions, without_gradient)
 from .solvers import _check_ode_term, _flat_field, with_linear_solver
 
 #: the error order reported to the controller (the reported norm is shaped for it, above)
@@ -50,14 +53,17 @@ PID_SAFETY = 0.9
 
 class MultistepState(NamedTuple):
     """The history a step continues: the difference table (ROWS, n) at step ``h_table``,
-    the order of the next step, the steps taken at ``h_table``, and whether the table must be
-    started afresh (before the first step)."""
+    the order of the next step, the steps taken at ``h_table``, whether the table must be
+    started afresh (before the first step), and the Jacobian kept for Newton
+    (:mod:`.kept_jacobian`) with its age."""
 
     table: jax.Array
     h_table: jax.Array
     order: jax.Array
     n_equal: jax.Array
     fresh: jax.Array
+    jacobian: jax.Array       # J's products with the probe directions (k, n), no gradient; (0, n) if not kept
+    jacobian_age: jax.Array   # accepted steps since J was evaluated
 
 
 class _Tables(NamedTuple):
@@ -90,28 +96,85 @@ def resample(T: _Tables, table, ratio, order):
 def corrector_step(T: _Tables, f, t1, table, h_table, order, root_finder, max_steps: int):
     """(y1, updated table, root-find result, iterations) of one order-``order`` step to t1 from ``table``
     at step ``h_table``: y1 = b + c f(t1, y1), c = h_table / alpha_k, by the root finder from
-    the predictor (the implicit function theorem differentiates it)."""
+    the predictor, which linearises f itself (the implicit function theorem differentiates it)."""
     c = h_table / T.alpha[order]
     b = T.corrector[order] @ table
-
-    def residual(y, args):   # a closure over f: Optimistix converts it, so f's captured arrays get gradients
-        b_, c_ = args
-        return y - b_ - c_ * f(t1, y)
-
-    sol = optx.root_find(residual, root_finder, T.predictor[order] @ table, args=(b, c), throw=False,
+    sol = optx.root_find(_residual(f, t1), root_finder, T.predictor[order] @ table, args=(b, c), throw=False,
                          max_steps=max_steps, adjoint=implicit_adjoint(root_finder))
-    result = _accept_roundoff_roots(residual, sol, (b, c), root_finder)
-    y1 = sol.value
-    result = optx.RESULTS.where((result == optx.RESULTS.successful) & ~jnp.all(jnp.isfinite(y1)),
-                                optx.RESULTS.nonfinite, result)
-    return y1, T.update[order] @ table + T.new_value[order][:, None] * y1, result, sol.stats["num_steps"]
+    result = _root_result(_residual(f, t1), sol, (b, c), root_finder)
+    return sol.value, _updated(T, table, order, sol.value), result, sol.stats["num_steps"]
+
+
+class KeptStep(NamedTuple):
+    """A corrector solved on a kept Jacobian: as :func:`corrector_step`, with the Jacobian
+    products the step used and whether it evaluated them."""
+
+    y1: jax.Array
+    table: jax.Array
+    result: optx.RESULTS
+    iterations: jax.Array
+    jacobian: jax.Array
+    refreshed: jax.Array
+
+
+def kept_corrector_step(T: _Tables, f, t1, table, h_table, order, root_finder, max_steps: int,
+                        jacobian, due) -> KeptStep:
+    """The step of :func:`corrector_step` by the chord method on a kept J (:mod:`.kept_jacobian`):
+    J evaluated at the predictor where ``due`` (a restart, or J ``JACOBIAN_AGE`` steps old) and
+    again after a Newton failure on an older J; the root is then differentiated at itself."""
+    c = h_table / T.alpha[order]
+    b = T.corrector[order] @ table
+    # Newton without gradient: every input stopped, f's captured arrays included
+    predictor, b_, c_, t_ = jax.lax.stop_gradient((T.predictor[order] @ table, b, c, t1))
+    f_ = without_gradient(f, t_, predictor)
+    residual_ = _residual(f_, t_)
+    linear_solver = root_finder.linear_solver
+    directions = probe_directions(linear_solver, predictor.size, predictor.dtype)
+
+    def evaluate(_):
+        return jacobian_products(f_, t_, predictor, directions)
+
+    def solve(products):
+        model = newton_model(products, c_, linear_solver)
+        start = root_finder.init(lambda y, _: (model(y), None), predictor, None, {},
+                                 jax.eval_shape(lambda: predictor), None, frozenset())
+        sol = optx.root_find(residual_, root_finder, predictor, args=(b_, c_), options=dict(init_state=start),
+                             throw=False, max_steps=max_steps)
+        return sol.value, _root_result(residual_, sol, (b_, c_), root_finder), sol.stats["num_steps"]
+
+    products = only_if(due, evaluate, jax.lax.stop_gradient(jacobian))
+    y, result, iterations = solve(products)
+    retry = (result != optx.RESULTS.successful) & ~due
+    products, y, result, iterations = only_if(
+        retry, lambda _: (lambda p: (p, *solve(p)))(evaluate(None)), (products, y, result, iterations))
+    y1 = differentiable_root(_residual(f, t1), y, (b, c), root_finder)
+    return KeptStep(y1, _updated(T, table, order, y1), result, iterations, products, due | retry)
+
+
+def _residual(f, t1):
+    def residual(y, args):   # a closure over f: Optimistix converts it, so f's captured arrays get gradients
+        b, c = args
+        return y - b - c * f(t1, y)
+    return residual
+
+
+def _root_result(residual, sol, args, root_finder):
+    """The root find's result; a root with non-finite values is a failure."""
+    result = _accept_roundoff_roots(residual, sol, args, root_finder)
+    return optx.RESULTS.where((result == optx.RESULTS.successful) & ~jnp.all(jnp.isfinite(sol.value)),
+                              optx.RESULTS.nonfinite, result)
+
+
+def _updated(T: _Tables, table, order, y1):
+    return T.update[order] @ table + T.new_value[order][:, None] * y1
 
 
 class VariableOrderSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplicitSolver):
     """Base class of :class:`FBDF` and :class:`QNDF` (see the module docstring).
 
     ``root_finder`` solves each corrector (default ``VeryChord`` with the step-size
-    controller's tolerances, which the order selection reads too); ``linear_solver`` (a
+    controller's tolerances, which the order selection reads too; with ``VeryChord`` and a
+    direct linear solver the Jacobian is kept across steps); ``linear_solver`` (a
     lineax solver) replaces its linear solver (dense LU by default; ``SparseLU`` for a sparse
     Jacobian; ``lineax.GMRES`` matrix-free, by Newton-Krylov); ``max_order`` is the highest
     order used, 1..5.  Use them with ``diffrax.PIDController``; with ``ConstantStepSize``
@@ -168,8 +231,11 @@ class VariableOrderSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplic
                              "carry a complex state as its real and imaginary parts")
         _, flat, _ = _flat_field(terms, args, y0)
         flat = eqx.error_if(flat, ~jnp.all(jnp.isfinite(flat)), "y0 has non-finite (nan or inf) values")
+        root_finder = self._root_finder()
+        probes = probe_count(root_finder.linear_solver, flat.size) if keeps_jacobian(root_finder) else 0
         return MultistepState(jnp.zeros((ms.ROWS, flat.size), flat.dtype), jnp.zeros((), flat.dtype),
-                              jnp.ones((), jnp.int32), jnp.zeros((), jnp.int32), jnp.ones((), bool))
+                              jnp.ones((), jnp.int32), jnp.zeros((), jnp.int32), jnp.ones((), bool),
+                              jnp.zeros((probes, flat.size), flat.dtype), jnp.zeros((), jnp.int32))
 
     def step(self, terms, t0, t1, y0, args, solver_state: MultistepState, made_jump):
         rtol, atol, norm = self._tolerances()
@@ -190,8 +256,17 @@ class VariableOrderSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplic
                                                       order)))
         h_table = jnp.where(same, s.h_table, h)
         n_equal = jnp.where(same, s.n_equal, 0) + 1
-        y1, new_table, result, iterations = corrector_step(T, f, t1, table, h_table, order, self._root_finder(),
-                                               self.root_find_max_steps)
+        root_finder = self._root_finder()
+        if keeps_jacobian(root_finder):
+            due = restart | (s.jacobian_age >= ms.JACOBIAN_AGE)
+            kept = kept_corrector_step(T, f, t1, table, h_table, order, root_finder, self.root_find_max_steps,
+                                       s.jacobian, due)
+            y1, new_table, result, iterations = kept.y1, kept.table, kept.result, kept.iterations
+            jacobian, jacobian_age = kept.jacobian, jnp.where(kept.refreshed, 0, s.jacobian_age) + 1
+        else:
+            y1, new_table, result, iterations = corrector_step(T, f, t1, table, h_table, order, root_finder,
+                                                               self.root_find_max_steps)
+            jacobian, jacobian_age = s.jacobian, s.jacobian_age
 
         # the BDF decision, reported to the controller as an error norm (module docstring)
         data = jax.lax.stop_gradient((flat, y1, new_table))
@@ -222,7 +297,7 @@ class VariableOrderSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplic
         changed = next_order != order
         restart_count = changed | (accepted & (factor != 1))
         new_state = MultistepState(new_table, h_table, next_order, jnp.where(restart_count, 0, n_equal),
-                                   jnp.zeros((), bool))
+                                   jnp.zeros((), bool), jacobian, jacobian_age)
         coeffs = T.power[order] @ new_table
         dense_info = dict(y0=y0, coeffs=jax.vmap(unravel)(coeffs))
         return unravel(y1), y_error, dense_info, new_state, diffrax.RESULTS.promote(result)
