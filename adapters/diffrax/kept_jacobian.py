@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,8 +32,6 @@ def keeps_jacobian(root_finder) -> bool:
     """Whether a solve with this root finder can keep J across steps: a chord method that takes
     its linearisation from outside (diffrax's ``VeryChord``, ``options=dict(init_state=...)``)
     with a direct linear solver.  Others (``optx.Newton``, Newton-Krylov) linearise themselves."""
-    import diffrax
-
     return isinstance(root_finder, diffrax.VeryChord) and not isinstance(root_finder.linear_solver, KRYLOV)
 
 
