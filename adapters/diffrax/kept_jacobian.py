@@ -16,6 +16,7 @@ differentiated by the implicit function theorem at the root itself
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import diffrax
@@ -74,6 +75,7 @@ def newton_model(products, c, linear_solver) -> Callable:
     return lambda y: y - c * (products.T @ y)
 
 
+@functools.lru_cache(maxsize=8)   # once per pattern: every step's trace (and its retry) asks again
 def _padded_rows(pattern):
     """(positions, columns), each (n, widest row): row r's CSR entry indices and columns, padded
     with the index nnz (an appended zero entry) and column 0."""

@@ -99,9 +99,10 @@ def corrector_step(T: _Tables, f, t1, table, h_table, order, root_finder, max_st
     the predictor, which linearises f itself (the implicit function theorem differentiates it)."""
     c = h_table / T.alpha[order]
     b = T.corrector[order] @ table
-    sol = optx.root_find(_residual(f, t1), root_finder, T.predictor[order] @ table, args=(b, c), throw=False,
+    residual = _residual(f, t1)
+    sol = optx.root_find(residual, root_finder, T.predictor[order] @ table, args=(b, c), throw=False,
                          max_steps=max_steps, adjoint=implicit_adjoint(root_finder))
-    result = _root_result(_residual(f, t1), sol, (b, c), root_finder)
+    result = _root_result(residual, sol, (b, c), root_finder)
     return sol.value, _updated(T, table, order, sol.value), result, sol.stats["num_steps"]
 
 
@@ -142,11 +143,14 @@ def kept_corrector_step(T: _Tables, f, t1, table, h_table, order, root_finder, m
                              throw=False, max_steps=max_steps)
         return sol.value, _root_result(residual_, sol, (b_, c_), root_finder), sol.stats["num_steps"]
 
+    def evaluate_and_solve(_):
+        products = evaluate(None)
+        return (products, *solve(products))
+
     products = only_if(due, evaluate, jax.lax.stop_gradient(jacobian))
     y, result, iterations = solve(products)
     retry = (result != optx.RESULTS.successful) & ~due
-    products, y, result, iterations = only_if(
-        retry, lambda _: (lambda p: (p, *solve(p)))(evaluate(None)), (products, y, result, iterations))
+    products, y, result, iterations = only_if(retry, evaluate_and_solve, (products, y, result, iterations))
     y1 = differentiable_root(_residual(f, t1), y, (b, c), root_finder)
     return KeptStep(y1, _updated(T, table, order, y1), result, iterations, products, due | retry)
 
