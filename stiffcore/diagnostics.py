@@ -4,8 +4,11 @@ Given the accepted steps of a solve and df/dy (or its eigenvalues) at those step
 one-step sensitivity of a mode with eigenvalue mu to its own rate is h R'(h mu) (Fronk &
 Petzold 2025): once |h mu| is in the stiff tail it decays like |h mu|^e (e = -2 for most
 A-stable methods).  Projecting df/dp on the eigenvectors of df/dy says which modes each
-parameter feeds, so the attenuation its gradient suffers can be predicted before training.
-Advice follows Kim et al. 2021 (log-parameterised rates, output and time scaling).
+parameter feeds; propagating the solve linearised at every step once with the method's
+R, R' and once with the exact flow's e^z says whether the method starves a parameter of the
+gradient the exact flow would give (not the stiff tail itself: there e^z is smaller still,
+the exact gradient is tiny too, and a shifted fast equilibrium feeds the slow modes at full
+strength).  Advice follows Kim et al. 2021 (log-parameterised rates, output and time scaling).
 Framework-agnostic numpy; the adapters collect the inputs from real solves.
 """
 
@@ -26,10 +29,18 @@ STIFF_TAIL = 10.0
 #: an eigenvalue below this fraction of the step's fastest is round-off of a structural zero
 #: (a conservation law, as ROBER's mass): left out of the spread and of the figure
 STRUCTURAL_ZERO = 1e-12
-#: Predicted attenuation below which a parameter is reported as starved of gradient.
+#: Ratio of the method's linearised sensitivities to the exact flow's below which a parameter
+#: is reported as starved of gradient.
 STARVED = 1e-3
-#: Parameters whose log-p gains the advice lists by name (beyond, it points at the table).
+#: |h mu| below which every method's R'(h mu) follows e^(h mu) (within 0.6x-1.7x): the step the
+#: advice suggests for a starved parameter's mode
+RESOLVED = 0.5
+#: Parameters the advice lists by name (beyond, it counts them and points at the table).
 MAX_LISTED = 12
+#: Parameters the figure shows as bars (beyond, a sorted curve with ``NAMED`` names at each end).
+MAX_BARS, NAMED = 40, 6
+#: The figure's log10 method/exact-flow ratios are drawn within +-CLIPPED (inf where e^z underflows).
+CLIPPED = 30.0
 #: Columns the printed advice wraps at.
 ADVICE_WIDTH = 100
 
@@ -48,7 +59,7 @@ def _finite_array(name, value, ndim, dtype=float):
 @dataclass
 class ParameterDiagnosis:
     name: str
-    log10_attenuation: float      # log10 of predicted gradient / gradient without stiff attenuation
+    log10_attenuation: float      # log10 of the method's sensitivities / the exact flow's (see diagnose)
     fastest_mode: float           # |Re mu| of the mode carrying most of this parameter's weight
     value: float | None = None    # the parameter, for the log-k gain
     predicted_gradient: float | None = None  # dL/dp of the linearised discrete model (needs output cotangents)
@@ -104,7 +115,7 @@ class Diagnosis:
             rows = [[p.name, p.log10_attenuation, p.fastest_mode, "STARVED" if p.starved else "-",
                      p.log_gain if p.log_gain is not None else ""]
                     + ([p.predicted_gradient] if predicted else []) for p in self.parameters]
-            out += "\n\n" + table(["parameter", "log10 attenuation", "feeds |Re mu|", "gradient", "log-p gain"]
+            out += "\n\n" + table(["parameter", "log10 method/exact", "feeds |Re mu|", "gradient", "log-p gain"]
                                    + (["predicted dL/dp"] if predicted else []), rows)
         if self.advice:
             out += "\n\nAdvice:\n" + "\n".join(textwrap.fill(a, ADVICE_WIDTH, initial_indent="  - ",
@@ -145,29 +156,47 @@ class Diagnosis:
         axes[0].grid(True, alpha=0.3)
         axes[0].legend(fontsize=7.5, loc="lower right")
         if self.parameters:
-            names = [p.name for p in self.parameters]
-            x = np.arange(len(names))
-            predicted = self.parameters[0].predicted_gradient is not None
-            if predicted:  # magnitudes: what the linearised model predicts against what the backend measured
-                axes[1].bar(x, [_log10_abs(p.predicted_gradient) for p in self.parameters], width=0.4,
-                            label="predicted |dL/dp|")
-                axes[1].set_ylabel("log10 |dL/dp|")
-            else:
-                axes[1].bar(x, [p.log10_attenuation for p in self.parameters], width=0.4,
-                            label="predicted attenuation")
-                axes[1].axhline(math.log10(STARVED), color="r", linewidth=0.8)
-                axes[1].set_ylabel("log10 attenuation")
-            if measured:
-                axes[1].bar(x + 0.4, [measured.get(n, np.nan) for n in names], width=0.4, label="measured")
-            axes[1].set_xticks(x + (0.2 if measured else 0), names, rotation=90, fontsize=7)
-            axes[1].set_title("per parameter", fontsize=10)
-            axes[1].grid(True, axis="y", alpha=0.3)
-            axes[1].legend(fontsize=8)
+            self._plot_parameters(axes[1], measured)
         fig.suptitle(title or f"{self.method}: stiffness and gradient attenuation")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+    def _plot_parameters(self, ax, measured):
+        """Bars per parameter; for a mechanism (more than ``MAX_BARS``) a curve sorted by size
+        with the ``NAMED`` largest and smallest named, hundreds of tick labels being unreadable."""
+        names = [p.name for p in self.parameters]
+        if self.parameters[0].predicted_gradient is not None:  # what the model predicts beside what was measured
+            values = np.array([_log10_abs(p.predicted_gradient) for p in self.parameters])
+            label, ax_label = "predicted |dL/dp|", "log10 |dL/dp|"
+        else:  # +inf where the exact flow's sensitivity underflows (deep in the stiff tail)
+            values = np.clip([p.log10_attenuation for p in self.parameters], -CLIPPED, CLIPPED)
+            label, ax_label = "method / exact flow", f"log10 sensitivity, method / exact flow (within +-{CLIPPED:g})"
+            ax.axhline(math.log10(STARVED), color="r", linewidth=0.8, label=f"starved below {STARVED:g}")
+        other = np.array([measured.get(n, np.nan) for n in names]) if measured else None
+        if len(names) <= MAX_BARS:
+            x = np.arange(len(names))
+            ax.bar(x, values, width=0.4, label=label)
+            if other is not None:
+                ax.bar(x + 0.4, other, width=0.4, label="measured")
+            ax.set_xticks(x + (0.2 if measured else 0), names, rotation=90, fontsize=7)
+        else:
+            order = np.argsort(-values)  # largest first, NaN (a zero gradient) last
+            rank = np.arange(len(names))
+            ax.plot(rank, values[order], "-", label=label)
+            if other is not None:
+                ax.plot(rank, other[order], ".", markersize=3, label="measured")
+            for r in [*range(NAMED), *range(len(names) - NAMED, len(names))]:
+                if np.isfinite(values[order[r]]):
+                    ax.annotate(names[order[r]], (r, values[order[r]]), xytext=(4, 0), textcoords="offset points",
+                                fontsize=6, va="center")
+            ax.set_xlabel(f"rank of {len(names)} parameters (the {NAMED} largest and smallest named)")
+        ax.set_ylabel(ax_label)
+        ax.set_title("per parameter", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 def decay_rates(eigenvalues: np.ndarray) -> tuple:
@@ -180,17 +209,30 @@ def decay_rates(eigenvalues: np.ndarray) -> tuple:
     return re, re > tiny, np.abs(eigenvalues) <= tiny
 
 
+def _listed(parameters) -> str:
+    """Names, at most ``MAX_LISTED`` of them (a mechanism has hundreds)."""
+    names = ", ".join(p.name for p in parameters[:MAX_LISTED])
+    return names + (f" and {len(parameters) - MAX_LISTED} more (see the table)"
+                    if len(parameters) > MAX_LISTED else "")
+
+
 def _log10_abs(x) -> float:
     return float(np.log10(abs(x))) if x else float("nan")
 
 
-def _decay(method, z, coupling):
-    """|R'(z)| (or the reversible scheme's one-step derivative over h) elementwise."""
+def _one_step(method, z, coupling):
+    """(R(z), R'(z)) elementwise: the method's growth per step on y' = mu y and its derivative,
+    or for a reversible solve the scheme's one step from (1, 1) and its derivative over h."""
     if coupling is None:
-        return np.abs(method.stability.derivative(z))
-    flat = z.ravel()
-    _, d = predict_reversible(method, flat, h=1.0, n_steps=1, coupling=coupling)
-    return np.abs(d).reshape(z.shape)
+        return method.stability(z), method.stability.derivative(z)
+    y, d = predict_reversible(method, z.ravel(), h=1.0, n_steps=1, coupling=coupling)
+    return y.reshape(z.shape), d.reshape(z.shape)
+
+
+def _exact_flow(z):
+    """(e^z, e^z): what R(z) and R'(z) approximate (Re z capped so a growing mode stays finite)."""
+    e = np.exp(np.minimum(np.real(z), 700.0) + 1j * np.imag(z))
+    return e, e
 
 
 def refuse_variable_order(method) -> None:
@@ -209,7 +251,7 @@ def refuse_variable_order(method) -> None:
 
 
 def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=None, param_names=None,
-             params=None, states=None, coupling=None, output_cotangents=None) -> Diagnosis:
+             params=None, states=None, coupling=None, output_cotangents=None, log_params=False) -> Diagnosis:
     """Stiffness and gradient-attenuation report for a solve.
 
     Parameters
@@ -219,7 +261,13 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
     jacobians : (N, n, n) df/dy at the step starts; or ``eigenvalues`` (N, n) instead
         (then parameters cannot be projected on modes).
     param_jacobians : (N, n, P) df/dp at the same points; ``param_names``, ``params`` (values,
-        for the log-p gain) optional.
+        for the log-p gain) optional.  Each parameter's ``log10_attenuation`` compares the size
+        of dy/dp along the solve linearised at every step, propagated with the method's R(h mu)
+        and fed by h R'(h mu) per mode, with the same through the exact flow (e^(h mu) for
+        both); below ``STARVED`` the method loses what the exact flow would give, and the
+        parameter is starved.  A mode deep in the stiff tail does not starve its parameters:
+        R'(z) decays like a power of |z|, e^z faster, so there the exact gradient is itself tiny.
+    log_params : True when ``params`` are already logarithms of rates (no log-p advice).
     states : (N, n) the states, for output-scaling advice.
     coupling : float in (0, 1) for a reversible solve.
     output_cotangents : (N + 1, n) dL/dy at the step boundaries t_0 ... t_N (zero where the
@@ -269,7 +317,7 @@ def diagnose(method, t, h, jacobians=None, eigenvalues=None, param_jacobians=Non
                 p.predicted_gradient = float(g)
     elif output_cotangents is not None:
         raise ValueError("output_cotangents need param_jacobians (df/dp at the steps)")
-    diag.advice = _advice(diag, m, states, t, h, coupling)
+    diag.advice = _advice(diag, m, states, t, h, coupling, log_params)
     return diag
 
 
@@ -341,25 +389,40 @@ def _parameters(m, h, eig, vecs, z, param_jacobians, names, params, coupling):
     values = None if params is None else np.asarray(params, dtype=float).ravel()
     if values is not None and values.size != P:
         raise ValueError(f"params has {values.size} values but df/dp has {P} columns")
-    coeff = np.linalg.solve(vecs, Fp)                                   # (N, n, P): modal components
-    weight = np.abs(coeff) * np.linalg.norm(vecs, axis=1)[:, :, None] * np.abs(h)[:, None, None]
-    decay = np.minimum(_decay(m, z, coupling), 1.0)[:, :, None]       # R'(0) = 1: no attenuation
+    inv = np.linalg.inv(vecs)
+    modal = inv @ Fp                                                    # (N, n, P): modal components of df/dp
+    weight = np.abs(modal) * np.linalg.norm(vecs, axis=1)[:, :, None] * np.abs(h)[:, None, None]
+    method = _sensitivity_sizes(*_one_step(m, z, coupling), h, vecs, inv, modal)
+    exact = _sensitivity_sizes(*_exact_flow(z), h, vecs, inv, modal)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.where(method == exact, 0.0, np.log10(method) - np.log10(exact))  # 0/0: feeds nothing
     out = []
     for j in range(P):
         w = weight[:, :, j]
-        total = w.sum()
-        att = (w * decay[:, :, 0]).sum() / total if total > 0 else 1.0
-        k_star = np.unravel_index(np.argmax(w), w.shape) if total > 0 else (0, 0)
-        out.append(ParameterDiagnosis(names[j], float(np.log10(max(att, 1e-300))),
-                                      float(abs(np.real(eig[k_star]))),
+        k_star = np.unravel_index(np.argmax(w), w.shape)
+        out.append(ParameterDiagnosis(names[j], float(log_ratio[j]), float(abs(np.real(eig[k_star]))),
                                       None if values is None else float(values[j])))
     return out
 
 
-def _advice(diag, m, states, t, h, coupling):
+def _sensitivity_sizes(r, dr, h, vecs, inv, modal):
+    """Size (2-norm over states and step boundaries) of dy_k/dp_j for every parameter, for the
+    solve linearised at each step start: S_{k+1} = V (R(z) V^-1 S_k + h R'(z) V^-1 df/dp), S_0 = 0,
+    with (R, R') the method's or the exact flow's (Fronk & Petzold 2025, per mode)."""
+    N, n, P = modal.shape
+    S = np.zeros((n, P), dtype=complex)
+    squares = np.zeros(P)
+    feed = h[:, None] * dr                                              # h R'(z) per step and mode
+    for k in range(N):
+        S = vecs[k] @ (r[k][:, None] * (inv[k] @ S) + feed[k][:, None] * modal[k])
+        squares += np.sum(np.abs(S) ** 2, axis=0)
+    return np.sqrt(squares)
+
+
+def _advice(diag, m, states, t, h, coupling, log_params):
     advice = []
     valued = [p for p in diag.parameters if p.value]
-    if valued:
+    if valued and not log_params:
         decades = [math.log10(abs(p.value)) for p in valued]
         gains = (", ".join(f"{p.name} x{abs(p.value):.3g}" for p in valued) if len(valued) <= MAX_LISTED
                  else "per parameter in the table's log-p gain column")
@@ -371,25 +434,23 @@ def _advice(diag, m, states, t, h, coupling):
         if p.starved:
             groups.setdefault(float(f"{p.fastest_mode:.3g}"), []).append(p)
     for mode, members in groups.items():
-        names = ", ".join(p.name for p in members)
         worst = min(p.log10_attenuation for p in members)
         best = max(p.log10_attenuation for p in members)
-        attenuation = f"1e{worst:.1f}" if len(members) == 1 else f"1e{worst:.1f} to 1e{best:.1f}"
-        advice.append(f"{names} {'is' if len(members) == 1 else 'are'} starved: fed into modes with "
-                      f"|Re mu| ~ {mode:.3g} in the stiff tail, predicted attenuation {attenuation} by h R'(h mu)")
+        ratio = f"1e{worst:.1f}" if len(members) == 1 else f"1e{worst:.1f} to 1e{best:.1f}"
+        resolve = (f"; steps shorter than {RESOLVED / mode:.3g} (max_step) give {'it' if len(members) == 1 else 'them'}"
+                   " back" if mode > 0 else "")
+        advice.append(f"{_listed(members)} {'is' if len(members) == 1 else 'are'} starved: the method's "
+                      f"sensitivities are {ratio} of the exact flow's on the same steps (fed mostly into modes "
+                      f"with |Re mu| ~ {mode:.3g}, where R'(h mu) falls far below e^(h mu)){resolve}")
     if states is not None:
         Y = _finite_array("states", states, 2)
         scale = Y.max(axis=0) - Y.min(axis=0)
         span = abs(t[-1] + h[-1] - t[0])
+        constant = int((scale == 0).sum())
         advice.append("scale outputs and loss per species by y_max - y_min = ["
-                      + ", ".join(f"{s:.3g}" for s in scale) + f"] and time by t1 - t0 = {span:.3g} (Kim et al. 2021)")
-    starved = [p for p in diag.parameters if p.starved]
-    if starved:
-        slow = min(p.fastest_mode for p in starved)
-        if slow > 0:
-            advice.append(f"steps shorter than {STIFF_TAIL / slow:.3g} keep the mode |Re mu| = {slow:.3g} fed by "
-                          f"{', '.join(p.name for p in starved)} out of the stiff tail (max_step), at the cost of "
-                          "resolving it")
+                      + ", ".join(f"{s:.3g}" if s else "-" for s in scale) + f"] and time by t1 - t0 = {span:.3g}"
+                      + " (Kim et al. 2021)" + (f"; '-': {constant} species constant over the solve, "
+                                                 "nothing to scale" if constant else ""))
     if coupling is not None:
         zs = diag.z[np.real(diag.z) < 0]
         if zs.size:

@@ -24,11 +24,12 @@ def method_id(solver) -> str:
 
 
 def diagnose(term, solver, t0, t1, dt0, y0, args, *, stepsize_controller=None, param_names=None,
-             max_steps=100_000, output_times=None, loss_grad=None):
+             max_steps=100_000, output_times=None, loss_grad=None, log_params=False):
     """Solve ``term`` (an ``ODETerm`` whose ``args`` is a 1-D parameter array) with ``solver``
-    and report stiffness along the solve and the predicted gradient attenuation per parameter.
+    and report stiffness along the solve and, per parameter, the gradient it keeps of the exact flow's.
     With ``output_times`` and ``loss_grad(Y) -> dL/dY`` (Y: the states there, (M, n)) the solve
-    lands on those times and each parameter also gets its predicted dL/dp.
+    lands on those times and each parameter also gets its predicted dL/dp; ``log_params=True``
+    says ``args`` are already logarithms of rates (no log-parameterisation advice).
     Returns :class:`stiffcore.diagnostics.Diagnosis`."""
     import diffrax
     import jax
@@ -67,7 +68,7 @@ def diagnose(term, solver, t0, t1, dt0, y0, args, *, stepsize_controller=None, p
     return core_diagnose(mid, ts[:-1], np.diff(ts), jacobians=np.asarray(jac_y), param_jacobians=np.asarray(jac_p),
                          param_names=param_names, params=np.asarray(args), states=np.asarray(ys),
                          coupling=solver.coupling if isinstance(solver, Reversible) else None,
-                         output_cotangents=cotangents)
+                         output_cotangents=cotangents, log_params=log_params)
 
 
 def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
@@ -88,7 +89,8 @@ def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
     term = diffrax.ODETerm(problem.rhs)
     t0, t1 = problem.t_span
     report = diagnose(term, cls(), t0, t1, 1e-6, problem.y0, problem.params, stepsize_controller=control,
-                      param_names=problem.param_names, output_times=times, loss_grad=lambda Y: 2 * Y)
+                      param_names=problem.param_names, output_times=times, loss_grad=lambda Y: 2 * Y,
+                      log_params=problem.log_params)
 
     def loss(p):
         sol = diffrax.diffeqsolve(term, cls(), t0, t1, 1e-6, jnp.asarray(problem.y0), args=p,

@@ -386,12 +386,15 @@ def _reversible_reverse(result, pair, steps, out_index, y0, p, loss, loss_grad):
 
 
 def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param_names=None, coupling=None,
-             output_times=None, loss_grad=None, **options):
+             output_times=None, loss_grad=None, log_params=False, **options):
     """Solve with ``method``, then build stiffcore's gradient diagnosis from the accepted steps:
     df/dy and df/dp at every step start (the user's callables, else complex step or
     differences), the states for scaling advice.  With ``output_times`` and
-    ``loss_grad(Y) -> dL/dY`` (Y: the states there, (M, n)) the steps stop at those times and
-    each parameter also gets its predicted dL/dp.  Returns :class:`stiffcore.diagnostics.Diagnosis`."""
+    ``loss_grad(Y) -> dL/dY`` (Y: the states there, (n, M) as ``sol.y`` and as
+    :func:`solve_ivp_sensitivity` takes them) the steps stop at those times and
+    each parameter also gets its predicted dL/dp; ``log_params=True`` says ``p`` are already
+    logarithms of rates (no log-parameterisation advice).  Returns
+    :class:`stiffcore.diagnostics.Diagnosis`."""
     from stiffcore.diagnostics import cotangents_on_steps
     from stiffcore.diagnostics import diagnose as core_diagnose
     from stiffcore.diagnostics import refuse_variable_order
@@ -416,20 +419,20 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
         raise RuntimeError(f"diagnose: the solve failed: {sol.message}")
     cotangents = None
     if output_times is not None:
-        cotangents = cotangents_on_steps(sol.t, sol.y.T, output_times, loss_grad)
+        cotangents = cotangents_on_steps(sol.t, sol.y.T, output_times, lambda Y: np.asarray(loss_grad(Y.T)).T)
     t, Y = sol.t[:-1], sol.y[:, :-1].T
     base = get_method(options.get("base", "backward_euler") if reversible else method).id
     return core_diagnose(base, t, np.diff(sol.t), jacobians=np.array([derivs.dfdy(ti, yi, p) for ti, yi in zip(t, Y)]),
                          param_jacobians=np.array([derivs.dfdp(ti, yi, p) for ti, yi in zip(t, Y)]),
                          param_names=param_names, params=p, states=sol.y.T, coupling=coupling,
-                         output_cotangents=cotangents)
+                         output_cotangents=cotangents, log_params=log_params)
 
 
 def diagnose_problem(problem, method="RadauIIA5", rtol=1e-6, times=None):
     """(report, measured d/dp of sum(y(times)^2)) for a :mod:`stiffcore.problems` problem."""
     opts = dict(method=method, jac=problem.jac, jac_p=problem.jac_p, rtol=rtol, atol=rtol * 1e-4)
     report = diagnose(problem.rhs, problem.t_span, problem.y0, problem.params, param_names=problem.param_names,
-                      output_times=times, loss_grad=lambda Y: 2 * Y, **opts)
+                      output_times=times, loss_grad=lambda Y: 2 * Y, log_params=problem.log_params, **opts)
     res = solve_ivp_sensitivity(problem.rhs, problem.t_span, problem.y0, problem.params, t_eval=times,
                                 mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y, **opts)
     return report, res.grad

@@ -13,13 +13,14 @@ from stiffcore.diagnostics import refuse_variable_order
 
 
 def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10, param_names=None, options=None,
-             loss_grad=None):
+             loss_grad=None, log_params=False):
     """Solve ``y' = func(t, y, params)`` with ``method`` on the output times ``t`` and report
-    stiffness along the solve and the predicted gradient attenuation per parameter.  With
+    stiffness along the solve and, per parameter, the gradient it keeps of the exact flow's.  With
     ``loss_grad(Y) -> dL/dY`` (Y: the states at ``t[1:]``, (M, n)) each parameter also gets its
     predicted dL/dp (the steps land on every output time).
 
-    ``params`` is a 1-D tensor; ``y0`` a 1-D tensor (one system).  Returns
+    ``params`` is a 1-D tensor (``log_params=True``: already logarithms of rates, so no
+    log-parameterisation advice); ``y0`` a 1-D tensor (one system).  Returns
     :class:`stiffcore.diagnostics.Diagnosis`.
     """
     import numpy as np
@@ -63,7 +64,7 @@ def diagnose(func, y0, t, params, *, method="radau_iia5", rtol=1e-6, atol=1e-10,
     return core_diagnose(solver.method.id, boundaries[:-1], np.diff(boundaries),
                          jacobians=jac_y.cpu().numpy(), param_jacobians=jac_p.cpu().numpy(),
                          param_names=param_names, params=params.cpu().numpy(), states=states,
-                         coupling=coupling, output_cotangents=cotangents)
+                         coupling=coupling, output_cotangents=cotangents, log_params=log_params)
 
 
 def diagnose_problem(problem, method="radau_iia5", rtol=1e-6, times=None):
@@ -76,7 +77,7 @@ def diagnose_problem(problem, method="radau_iia5", rtol=1e-6, times=None):
     times = torch.tensor(np.concatenate([[problem.t_span[0]], times]), dtype=dtype)
     p = torch.tensor(problem.params, dtype=dtype)
     report = diagnose(problem.rhs, y0, times, p, method=get_method(method).id, rtol=rtol, atol=1e-4 * rtol,
-                      param_names=problem.param_names, loss_grad=lambda Y: 2 * Y)
+                      param_names=problem.param_names, loss_grad=lambda Y: 2 * Y, log_params=problem.log_params)
     p.requires_grad_(True)
     ys = odeint(lambda s, y: problem.rhs(s, y, p), y0, times, method=get_method(method).id, rtol=rtol,
                 atol=1e-4 * rtol)

@@ -16,7 +16,9 @@ class Problem:
 
     ``rhs(t, y, p)`` accepts numpy, torch or jax arrays (state along the last axis, so a
     leading batch dimension works); ``jac(t, y, p)`` = df/dy and ``jac_p(t, y, p)`` = df/dp
-    are numpy, for SciPy.  ``reference`` is ``(t, y(t))`` where a reference solution is known.
+    are numpy, for SciPy.  ``reference`` is ``(t, y(t))`` where a reference solution is known;
+    ``log_params`` says the parameters are already logarithms of rates (diagnose then gives no
+    log-parameterisation advice).
     """
 
     name: str
@@ -32,6 +34,7 @@ class Problem:
     reference: tuple | None = None
     reference_note: str = ""
     extra: dict = field(default_factory=dict)
+    log_params: bool = False
 
     def check_params(self, p) -> np.ndarray:
         p = np.asarray(self.params if p is None else p, dtype=float)
@@ -59,7 +62,7 @@ class Problem:
             rhs=lambda t, y, q: rhs(t, y, namespace(q).exp(q)),
             jac=None if jac is None else (lambda t, y, q: jac(t, y, np.exp(q))),
             jac_p=None if jac_p is None else (lambda t, y, q: jac_p(t, y, np.exp(q)) * np.exp(q)[None, :]),
-            reference=self.reference, reference_note=self.reference_note,
+            reference=self.reference, reference_note=self.reference_note, log_params=True,
         )
 
     def jac_fun(self, p=None) -> Callable:

@@ -2,7 +2,8 @@
 
 The function takes no arguments and returns either a :class:`Problem` or a mapping with
 ``rhs(t, y, p)``, ``y0``, ``t_span`` and ``params``, and optionally ``jac``, ``jac_p``,
-``param_names``, ``species``, ``name`` and ``description``.  Modules are imported with the
+``param_names``, ``species``, ``name``, ``description`` and ``log_params`` (True when
+``params`` are already logarithms of rates).  Modules are imported with the
 current directory first on the path, as ``python -m`` does, so a model beside the user's
 data works from the command line.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from .base import Problem
 
 REQUIRED = ("rhs", "y0", "t_span", "params")
-OPTIONAL = ("jac", "jac_p", "param_names", "species", "name", "description")
+OPTIONAL = ("jac", "jac_p", "param_names", "species", "name", "description", "log_params")
 
 
 def _import(target: str):
@@ -85,4 +86,5 @@ def as_problem(obj, origin: str = "the model") -> Problem:
         raise ValueError(f"{origin}: rhs(t0, y0, params) has shape {out}, y0 has {y0.shape}")
     name = obj.get("name") or origin
     return Problem(name=name, description=obj.get("description", name), y0=y0, t_span=t_span, params=params,
-                   param_names=names, species=species, rhs=obj["rhs"], jac=obj.get("jac"), jac_p=obj.get("jac_p"))
+                   param_names=names, species=species, rhs=obj["rhs"], jac=obj.get("jac"), jac_p=obj.get("jac_p"),
+                   log_params=bool(obj.get("log_params", False)))
