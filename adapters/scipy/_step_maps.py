@@ -7,7 +7,12 @@ exact Jacobians dPhi/dy and dPhi/dp, for discrete forward and adjoint sensitivit
   depend on how the forward solve's Newton iteration went.
 * Rosenbrock: the step is explicit given J(y), so its derivative (which involves dJ/dy)
   is taken by complex-step differentiation of the whole step when the user supplies an
-  analytic ``jac``, else by central differences.
+  analytic ``jac``, else by central differences.  Its adjoint (reverse mode) runs the stages
+  backwards with transposed solves; the dJ terms are vector-Hessian-vector products, one
+  complex-step evaluation of ``jac`` and ``jac_p`` per stage: O(stages) Jacobian evaluations
+  per step instead of a complex step in each of the n + P directions.
+* Every map has ``vjp``: (ybar^T dPhi/dy, ybar^T dPhi/dp); Runge-Kutta and reversible maps
+  (and Rosenbrock without complex-capable ``jac`` and ``jac_p``) form the Jacobians for it.
 * Reversible: the McCallum & Foster pair step, chained from its base step maps.
 """
 
@@ -21,7 +26,7 @@ from scipy.linalg import lu_factor, lu_solve
 from stiffcore.catalogue import ButcherTableau, RosenbrockTableau, get_method
 from stiffcore.reversible import reversible_step, reversible_step_back
 
-from ._derivatives import Derivatives, differentiate
+from ._derivatives import _STEP, Derivatives, differentiate
 
 EPS = np.finfo(float).eps
 
@@ -120,6 +125,15 @@ class RungeKuttaStepMap:
         dPhi = self._combine(dy, dY, dF, h)
         return y_new, dPhi[:, :n], dPhi[:, n:]
 
+    def vjp(self, t, y, h, p, ybar):
+        return vjp_from_jacobians(self, t, y, h, p, ybar)
+
+
+def vjp_from_jacobians(step_map, t, y, h, p, ybar):
+    """(ybar^T dPhi/dy, ybar^T dPhi/dp) through the full step Jacobians."""
+    _, Py, Pp = step_map(t, y, h, p)
+    return Py.T @ ybar, Pp.T @ ybar
+
 
 class RosenbrockStepMap:
     """Phi for a Rosenbrock tableau (transformed form); derivatives by complex step."""
@@ -129,34 +143,115 @@ class RosenbrockStepMap:
         self.a, self.C, self.m, _ = tableau.transformed()
         self.autonomous = autonomous
         self.exact = derivs.jac is not None and derivs.complex_ok
+        self._adjoint = None
         if not self.exact:
             warnings.warn("stiffcore: Rosenbrock sensitivities need d(df/dy)/dy; without an analytic jac= "
                           "that accepts complex input they come from central differences (about 8 digits)",
                           RuntimeWarning, stacklevel=4)
 
-    def step(self, t, y, h, p):
+    def _time_step(self, t):
+        """The difference step of f_t = df/dt, or None when the method or the user leaves it out."""
+        return None if self.autonomous or not np.any(self.tab.d) else np.sqrt(EPS) * max(1.0, abs(t))
+
+    def _stages(self, t, y, h, p):
+        """(k, J at the step start, LU of W = I / (h gamma) - J, dt of f_t)."""
         tab = self.tab
         f0 = self.d.f(t, y, p)
         J = self.d.dfdy(t, y, p)
         W = np.eye(y.size) / (h * tab.gamma_diag) - J
         lu = lu_factor(W)
-        f_t = 0.0
-        if not self.autonomous and np.any(tab.d):
-            dt = np.sqrt(EPS) * max(1.0, abs(t))
-            f_t = (self.d.f(t + dt, y, p) - f0) / dt
+        dt = self._time_step(t)
+        f_t = 0.0 if dt is None else (self.d.f(t + dt, y, p) - f0) / dt
         k = np.empty((tab.stages, y.size), dtype=np.result_type(y, p, W))
         for i in range(tab.stages):
             fi = f0 if i == 0 else self.d.f(t + tab.c[i] * h, y + self.a[i, :i] @ k[:i], p)
             k[i] = lu_solve(lu, fi + (self.C[i, :i] @ k[:i]) / h + h * tab.d[i] * f_t)
-        return y + self.m @ k
+        return k, J, lu, dt
+
+    def step(self, t, y, h, p):
+        return y + self.m @ self._stages(t, y, h, p)[0]
+
+    def _adjoint_ok(self, t, y, p) -> bool:
+        """The adjoint needs jac and jac_p that carry a complex y through (checked once)."""
+        if self._adjoint is None:
+            probe = y + 1j * _STEP
+            self._adjoint = bool(self.exact and self.d.jac_p is not None
+                                 and np.iscomplexobj(self.d.dfdy(t, probe, p))
+                                 and np.iscomplexobj(self.d.dfdp(t, probe, p)))
+        return self._adjoint
+
+    def vjp(self, t, y, h, p, ybar):
+        """(ybar^T dPhi/dy, ybar^T dPhi/dp) by running the step backwards.
+
+        k_i = W^-1 g_i with g_i = f(t_i, Y_i) + sum_j C_ij k_j / h + h d_i f_t, Y_i = y + sum_j
+        a_ij k_j and W = I / (h gamma) - J(y, p): the cotangent of g_i is W^-T kbar_i, and W's
+        dependence on (y, p) adds the gradient of sum_i gbar_i^T J(y, p) k_i, which is
+        d/de [J(y + e k_i)^T gbar_i] (symmetry of second derivatives): a complex step of jac
+        (and of jac_p for p) in the direction k_i."""
+        if not self._adjoint_ok(t, y, p):
+            return vjp_from_jacobians(self, t, y, h, p, ybar)
+        tab, d = self.tab, self.d
+        k, J, lu, dt = self._stages(t, y, h, p)
+        kbar = np.outer(self.m, ybar)
+        gbar = np.empty_like(kbar)
+        y_out, p_out, ft_bar = ybar.copy(), np.zeros(p.size), np.zeros(y.size)
+        for i in range(tab.stages - 1, -1, -1):
+            gbar[i] = lu_solve(lu, kbar[i], trans=1)
+            kbar[:i] += np.outer(self.C[i, :i] / h, gbar[i])
+            ft_bar += h * tab.d[i] * gbar[i]
+            ti, Yi = t + tab.c[i] * h, y + self.a[i, :i] @ k[:i]
+            Ybar = (J if i == 0 else d.dfdy(ti, Yi, p)).T @ gbar[i]    # stage 0: f at (t, y)
+            p_out += d.dfdp(ti, Yi, p).T @ gbar[i]
+            y_out += Ybar
+            kbar[:i] += np.outer(self.a[i, :i], Ybar)
+        for i in range(tab.stages):
+            curvature = gbar[i] @ self._curvature(t, y, p, k[i])
+            y_out += curvature[:y.size]
+            p_out += curvature[y.size:]
+        if dt is not None:  # f_t = (f(t + dt, y, p) - f(t, y, p)) / dt
+            y_out += (d.dfdy(t + dt, y, p) - J).T @ ft_bar / dt
+            p_out += (d.dfdp(t + dt, y, p) - d.dfdp(t, y, p)).T @ ft_bar / dt
+        return y_out, p_out
 
     def __call__(self, t, y, h, p, derivatives: bool = True):
+        if derivatives and self._adjoint_ok(t, y, p):
+            return self._tangent(t, y, h, p)
         y_new = self.step(t, y, h, p)
         if not derivatives:
             return y_new, None, None
         n = y.size
         D = differentiate(lambda x: self.step(t, x[:n], h, x[n:]), np.concatenate([y, p]), complex_step=self.exact)
         return y_new, D[:, :n], D[:, n:]
+
+    def _curvature(self, t, y, p, k):
+        """d/de [df/dy, df/dp](y + e k): the dJ k terms of W's derivative for every direction at
+        once (symmetry of second derivatives), by one complex step of jac and jac_p."""
+        size = np.max(np.abs(k))
+        if size == 0:
+            return 0.0
+        probe = y + 1j * _STEP * (k / size)
+        return np.hstack([np.imag(self.d.dfdy(t, probe, p)), np.imag(self.d.dfdp(t, probe, p))]) * (size / _STEP)
+
+    def _tangent(self, t, y, h, p):
+        """(y_new, dPhi/dy, dPhi/dp) by differentiating the stages forward in all n + P directions
+        at once: dk_i = W^-1 (dg_i + dJ k_i), O(stages) Jacobian evaluations per step."""
+        tab, d = self.tab, self.d
+        k, J, lu, dt = self._stages(t, y, h, p)
+        n = y.size
+        seed = np.hstack([np.eye(n), np.zeros((n, p.size))])            # d(y, p) / d(y, p), the y rows
+        dk = np.empty((tab.stages, n, n + p.size))
+        dft = 0.0 if dt is None else (np.hstack([d.dfdy(t + dt, y, p), d.dfdp(t + dt, y, p)])
+                                      - np.hstack([J, d.dfdp(t, y, p)])) / dt
+        for i in range(tab.stages):
+            ti, Yi = t + tab.c[i] * h, y + self.a[i, :i] @ k[:i]
+            dY = seed + np.tensordot(self.a[i, :i], dk[:i], axes=1)
+            Ji = J if i == 0 else d.dfdy(ti, Yi, p)
+            dF = Ji @ dY
+            dF[:, n:] += d.dfdp(ti, Yi, p)
+            dg = dF + np.tensordot(self.C[i, :i] / h, dk[:i], axes=1) + h * tab.d[i] * dft
+            dk[i] = lu_solve(lu, dg + self._curvature(t, y, p, k[i]))
+        D = seed + np.tensordot(self.m, dk, axes=1)
+        return y + self.m @ k, D[:, :n], D[:, n:]
 
 
 def step_map(method, derivs: Derivatives, autonomous: bool = False):

@@ -28,6 +28,7 @@ from stiffcore.catalogue import get_method
 from stiffcore.reversible import DEFAULT_COUPLING, check_coupling
 
 from ._derivatives import Derivatives, differentiate
+from ._linalg import blas_threads_for
 from ._multistep_sensitivity import MultistepReplay
 from ._multistep_sensitivity import forward as multistep_forward
 from ._multistep_sensitivity import outputs as multistep_outputs
@@ -185,15 +186,17 @@ def sensitivity_on_steps(fun, steps, y0, p, method="RadauIIA5", out_index=None, 
         else:
             _reverse(result, base_map, steps, out_index, y0, p, loss, loss_grad, checkpoint_every)
 
-    return _checked(result, replay)
+    return _checked(result, replay, rows=y0.size * get_method(method_id).stages)
 
 
-def _checked(result, replay):
+def _checked(result, replay, rows):
     """``result`` after ``replay()`` filled it: a step that failed to converge, or a NaN or inf
     among the outputs (a NaN loss made NaN gradients that were reported as a success), becomes
-    status -1 with the reason."""
+    status -1 with the reason.  ``rows``: of the largest dense system a step solves (BLAS
+    threads, :func:`blas_threads_for`)."""
     try:
-        replay()
+        with blas_threads_for(rows):
+            replay()
     except StepFailed as exc:
         result.update(status=-1, success=False, message=f"sensitivity replay failed: {exc}")
         return result
@@ -264,7 +267,7 @@ def _replay_multistep(replay, y0, p, out_index, mode, loss, loss_grad, every):
         result.grad, result.grad_y0 = multistep_reverse(replay, p, seeds, checkpoints, every)
         result.checkpoints = len(checkpoints)
 
-    return _checked(result, run)
+    return _checked(result, run, rows=y0.size)
 
 
 def _non_finite(result) -> str:
@@ -330,15 +333,13 @@ def _reverse(result, phi, steps, out_index, y0, p, loss, loss_grad, every):
     pbar = np.zeros(p.size)
     for start in range((n_steps - 1) // every * every, -1, -every):
         stop = min(start + every, n_steps)
-        y, blocks = checkpoints[start], []
-        for k in range(start, stop):  # recompute the segment, keeping its step Jacobians
-            y_next, Py, Pp = phi(steps[k], y, steps[k + 1] - steps[k], p)
-            blocks.append((Py, Pp))
-            y = y_next
+        states = [checkpoints[start]]
+        for k in range(start, stop - 1):  # recompute the segment's states from its checkpoint
+            states.append(phi(steps[k], states[-1], steps[k + 1] - steps[k], p, derivatives=False)[0])
         for k in range(stop - 1, start - 1, -1):
-            Py, Pp = blocks[k - start]
-            pbar += Pp.T @ ybar
-            ybar = Py.T @ ybar + seeds.get(k, 0)
+            ybar, dp = phi.vjp(steps[k], states[k - start], steps[k + 1] - steps[k], p, ybar)
+            pbar += dp
+            ybar = ybar + seeds.get(k, 0)
     result.grad, result.grad_y0 = pbar, ybar
     result.checkpoints = len(checkpoints)
 
