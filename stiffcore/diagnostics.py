@@ -163,7 +163,6 @@ class Diagnosis:
         plt.close(fig)
         return path
 
-
     def _plot_parameters(self, ax, measured):
         """Bars per parameter; for a mechanism (more than ``MAX_BARS``) a curve sorted by size
         with the ``NAMED`` largest and smallest named, hundreds of tick labels being unreadable."""
