@@ -36,18 +36,26 @@ class StepFailed(ArithmeticError):
 
 
 def newton_to_roundoff(residual, matrix, x, failure: str, max_iter: int = 60):
-    """x with residual(x) = 0 by full Newton (``matrix(x)`` = d residual / dx), to round-off:
-    done when the increment is tiny, or no longer shrinking once far below x; otherwise
-    StepFailed(``failure``)."""
-    previous = np.inf
+    """x with residual(x) = 0 by Newton (``matrix(x)`` = d residual / dx), to round-off.
+
+    The factorised matrix is kept while each increment shrinks at least tenfold, and rebuilt
+    at the current x when it does not (a Jacobian costs far more than an iteration on
+    mechanisms).  Done when the increment is tiny, or when a step on a fresh matrix no longer
+    shrinks it once far below x (round-off); otherwise StepFailed(``failure``)."""
+    previous, lu = np.inf, None
     for _ in range(max_iter):
-        dx = np.linalg.solve(matrix(x), -residual(x))
+        fresh = lu is None
+        if fresh:
+            lu = lu_factor(matrix(x), check_finite=False)
+        dx = lu_solve(lu, -residual(x), check_finite=False)
         x = x + dx
         if not np.all(np.isfinite(x)):
             break
         size, scale = np.max(np.abs(dx)), max(np.max(np.abs(x)), 1e-300)
-        if size <= 4 * EPS * scale or (size > 0.5 * previous and size <= 1e-10 * scale):
+        if size <= 4 * EPS * scale or (fresh and size > 0.5 * previous and size <= 1e-10 * scale):
             return x
+        if size > 0.1 * previous:
+            lu = None
         previous = size
     raise StepFailed(failure)
 
