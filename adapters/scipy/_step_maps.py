@@ -11,8 +11,9 @@ exact Jacobians dPhi/dy and dPhi/dp, for discrete forward and adjoint sensitivit
   backwards with transposed solves; the dJ terms are vector-Hessian-vector products, one
   complex-step evaluation of ``jac`` and ``jac_p`` per stage: O(stages) Jacobian evaluations
   per step instead of a complex step in each of the n + P directions.
-* Every map has ``vjp``: (ybar^T dPhi/dy, ybar^T dPhi/dp); Runge-Kutta and reversible maps
-  (and Rosenbrock without complex-capable ``jac`` and ``jac_p``) form the Jacobians for it.
+* One-step maps have ``pullback`` (the step and ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)) for
+  reverse mode; Runge-Kutta maps (and Rosenbrock without complex-capable ``jac`` and
+  ``jac_p``) form the Jacobians for it.
 * Reversible: the McCallum & Foster pair step, chained from its base step maps.
 """
 
@@ -133,14 +134,17 @@ class RungeKuttaStepMap:
         dPhi = self._combine(dy, dY, dF, h)
         return y_new, dPhi[:, :n], dPhi[:, n:]
 
+    def pullback(self, t, y, h, p):
+        return pullback_from_jacobians(self, t, y, h, p)
+
     def vjp(self, t, y, h, p, ybar):
-        return vjp_from_jacobians(self, t, y, h, p, ybar)
+        return self.pullback(t, y, h, p)[1](ybar)
 
 
-def vjp_from_jacobians(step_map, t, y, h, p, ybar):
-    """(ybar^T dPhi/dy, ybar^T dPhi/dp) through the full step Jacobians."""
-    _, Py, Pp = step_map(t, y, h, p)
-    return Py.T @ ybar, Pp.T @ ybar
+def pullback_from_jacobians(step_map, t, y, h, p):
+    """(y_new, ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)) through the full step Jacobians."""
+    y_new, Py, Pp = step_map(t, y, h, p)
+    return y_new, lambda ybar: (Py.T @ ybar, Pp.T @ ybar)
 
 
 class RosenbrockStepMap:
@@ -188,7 +192,18 @@ class RosenbrockStepMap:
                                  and np.iscomplexobj(self.d.dfdp(t, probe, p)))
         return self._adjoint
 
+    def pullback(self, t, y, h, p):
+        """(y_new, ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)): the step, keeping what running it
+        backwards needs (its stages, J and W's factors), so the adjoint does not re-solve it."""
+        if not self._adjoint_ok(t, y, p):
+            return pullback_from_jacobians(self, t, y, h, p)
+        k, J, lu, dt = self._stages(t, y, h, p)
+        return y + self.m @ k, lambda ybar: self._backwards(t, y, h, p, k, J, lu, dt, ybar)
+
     def vjp(self, t, y, h, p, ybar):
+        return self.pullback(t, y, h, p)[1](ybar)
+
+    def _backwards(self, t, y, h, p, k, J, lu, dt, ybar):
         """(ybar^T dPhi/dy, ybar^T dPhi/dp) by running the step backwards.
 
         k_i = W^-1 g_i with g_i = f(t_i, Y_i) + sum_j C_ij k_j / h + h d_i f_t, Y_i = y + sum_j
@@ -196,10 +211,8 @@ class RosenbrockStepMap:
         dependence on (y, p) adds the gradient of sum_i gbar_i^T J(y, p) k_i, which is
         d/de [J(y + e k_i)^T gbar_i] (symmetry of second derivatives): a complex step of jac
         (and of jac_p for p) in the direction k_i."""
-        if not self._adjoint_ok(t, y, p):
-            return vjp_from_jacobians(self, t, y, h, p, ybar)
         tab, d = self.tab, self.d
-        k, J, lu, dt = self._stages(t, y, h, p)
+        P0 = d.dfdp(t, y, p)                                            # stage 0 and f_t are at (t, y)
         kbar = np.outer(self.m, ybar)
         gbar = np.empty_like(kbar)
         y_out, p_out, ft_bar = ybar.copy(), np.zeros(p.size), np.zeros(y.size)
@@ -208,8 +221,8 @@ class RosenbrockStepMap:
             kbar[:i] += np.outer(self.C[i, :i] / h, gbar[i])
             ft_bar += h * tab.d[i] * gbar[i]
             ti, Yi = t + tab.c[i] * h, y + self.a[i, :i] @ k[:i]
-            Ybar = (J if i == 0 else d.dfdy(ti, Yi, p)).T @ gbar[i]    # stage 0: f at (t, y)
-            p_out += d.dfdp(ti, Yi, p).T @ gbar[i]
+            Ybar = (J if i == 0 else d.dfdy(ti, Yi, p)).T @ gbar[i]
+            p_out += (P0 if i == 0 else d.dfdp(ti, Yi, p)).T @ gbar[i]
             y_out += Ybar
             kbar[:i] += np.outer(self.a[i, :i], Ybar)
         for i in range(tab.stages):
@@ -218,7 +231,7 @@ class RosenbrockStepMap:
             p_out += curvature[y.size:]
         if dt is not None:  # f_t = (f(t + dt, y, p) - f(t, y, p)) / dt
             y_out += (d.dfdy(t + dt, y, p) - J).T @ ft_bar / dt
-            p_out += (d.dfdp(t + dt, y, p) - d.dfdp(t, y, p)).T @ ft_bar / dt
+            p_out += (d.dfdp(t + dt, y, p) - P0).T @ ft_bar / dt
         return y_out, p_out
 
     def __call__(self, t, y, h, p, derivatives: bool = True):
@@ -248,14 +261,14 @@ class RosenbrockStepMap:
         n = y.size
         seed = np.hstack([np.eye(n), np.zeros((n, p.size))])            # d(y, p) / d(y, p), the y rows
         dk = np.empty((tab.stages, n, n + p.size))
+        P0 = d.dfdp(t, y, p)                                            # stage 0 and f_t are at (t, y)
         dft = 0.0 if dt is None else (np.hstack([d.dfdy(t + dt, y, p), d.dfdp(t + dt, y, p)])
-                                      - np.hstack([J, d.dfdp(t, y, p)])) / dt
+                                      - np.hstack([J, P0])) / dt
         for i in range(tab.stages):
             ti, Yi = t + tab.c[i] * h, y + self.a[i, :i] @ k[:i]
             dY = seed + np.tensordot(self.a[i, :i], dk[:i], axes=1)
-            Ji = J if i == 0 else d.dfdy(ti, Yi, p)
-            dF = Ji @ dY
-            dF[:, n:] += d.dfdp(ti, Yi, p)
+            dF = (J if i == 0 else d.dfdy(ti, Yi, p)) @ dY
+            dF[:, n:] += P0 if i == 0 else d.dfdp(ti, Yi, p)
             dg = dF + np.tensordot(self.C[i, :i] / h, dk[:i], axes=1) + h * tab.d[i] * dft
             dk[i] = lu_solve(lu, dg + self._curvature(t, y, p, k[i]))
         D = seed + np.tensordot(self.m, dk, axes=1)

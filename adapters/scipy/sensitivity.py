@@ -333,11 +333,12 @@ def _reverse(result, phi, steps, out_index, y0, p, loss, loss_grad, every):
     pbar = np.zeros(p.size)
     for start in range((n_steps - 1) // every * every, -1, -every):
         stop = min(start + every, n_steps)
-        states = [checkpoints[start]]
-        for k in range(start, stop - 1):  # recompute the segment's states from its checkpoint
-            states.append(phi(steps[k], states[-1], steps[k + 1] - steps[k], p, derivatives=False)[0])
+        y, pullbacks = checkpoints[start], []
+        for k in range(start, stop):  # recompute the segment, keeping what each step's adjoint needs
+            y, back = phi.pullback(steps[k], y, steps[k + 1] - steps[k], p)
+            pullbacks.append(back)
         for k in range(stop - 1, start - 1, -1):
-            ybar, dp = phi.vjp(steps[k], states[k - start], steps[k + 1] - steps[k], p, ybar)
+            ybar, dp = pullbacks[k - start](ybar)
             pbar += dp
             ybar = ybar + seeds.get(k, 0)
     result.grad, result.grad_y0 = pbar, ybar
