@@ -5,10 +5,11 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from stiffcore import one_step_gradient as predicted_one_step
-from stiffcore.adapters.scipy import solve_ivp_sensitivity
+from stiffcore.adapters.scipy import sensitivity_on_steps, solve_ivp_sensitivity
 from stiffcore.adapters.backends import IMPLICIT as METHODS
 from stiffcore.adapters.scipy.backend import one_step_gradient
 from stiffcore.problems import ROBER, VANDERPOL
+from stiffcore.problems.large import brusselator_1d
 
 # ROBER in log k: p = log k, so d/dp = k d/dk
 LOG_ROBER = ROBER.log_parameterised()  # p = log k, so d/dp = k d/dk
@@ -214,8 +215,8 @@ def test_rosenbrock_adjoint_step_equals_its_jacobians(method, autonomous):
 
 
 def test_rosenbrock_reverse_mode_uses_the_adjoint_and_agrees_with_forward():
-    """Forced problem, Rodas5P, f_t included: the reverse gradient (adjoint steps) equals the
-    forward sensitivities' (complex-step step Jacobians)."""
+    """Forced problem, Rodas5P, f_t included: the reverse gradient (stages run backwards)
+    equals the forward sensitivities' (stages differentiated forward)."""
     p = np.array([1.3, 2.0, 0.7])
     common = dict(method="Rodas5P", t_eval=np.linspace(0.2, 2.0, 6), jac=forced_jac, jac_p=forced_jac_p,
                   rtol=1e-7, atol=1e-10)
@@ -223,3 +224,39 @@ def test_rosenbrock_reverse_mode_uses_the_adjoint_and_agrees_with_forward():
     rev = solve_ivp_sensitivity(forced, (0, 2), [0.8, 0.3], p, mode="reverse", loss=loss, checkpoint_every=5, **common)
     assert fwd.status == 0 and rev.status == 0
     np.testing.assert_allclose(rev.grad, np.einsum("it,ipt->p", 2 * fwd.y, fwd.sensitivities), rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["RadauIIA5", "Rodas5P", "FBDF"])
+def test_a_sparse_jac_keeps_the_replay_sparse(method, monkeypatch):
+    """A sparse jac: forward sensitivities and the reverse gradient equal those with the same
+    Jacobian dense, and no dense LU is made anywhere (the replay used to call .toarray())."""
+    from stiffcore.adapters.scipy import _linalg
+
+    fun, jac, jac_p, y0 = brusselator_1d(20)
+    y = y0 + 0.1 * np.sin(np.arange(y0.size))
+    step = [np.imag(fun(0.0, y + 1e-30j * e, [1.0])) / 1e-30 for e in np.eye(y0.size)]
+    np.testing.assert_allclose(jac(0.0, y, [1.0]).toarray(), np.array(step).T, rtol=1e-13, atol=1e-12)
+    reverse = dict(mode="reverse", loss=loss, loss_grad=lambda Y: 2 * Y)
+
+    def dense_lu(*args, **kwargs):
+        raise AssertionError("a dense LU was made with a sparse jac")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_linalg, "lu_factor", dense_lu)
+        sparse = solve_ivp_sensitivity(fun, (0, 5), y0, [1.0], method=method, jac=jac, jac_p=jac_p,
+                                       t_eval=[2.0, 5.0], rtol=1e-6, atol=1e-9)
+        grad = solve_ivp_sensitivity(fun, (0, 5), y0, [1.0], method=method, jac=jac, jac_p=jac_p,
+                                     t_eval=[2.0, 5.0], rtol=1e-6, atol=1e-9, **reverse).grad
+    assert sparse.status == 0
+    # the same steps replayed with the Jacobian dense
+    replay = dict(method=method, out_index=np.searchsorted(sparse.t_steps, [2.0, 5.0]), jac_p=jac_p,
+                  jac=lambda t, y, p: jac(t, y, p).toarray(), orders=sparse.get("orders"))
+    expected = sensitivity_on_steps(fun, sparse.t_steps, y0, [1.0], **replay)
+    np.testing.assert_allclose(sparse.sensitivities, expected.sensitivities, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(grad, sensitivity_on_steps(fun, sparse.t_steps, y0, [1.0], **replay, **reverse).grad,
+                               rtol=1e-7)
+    # and the gradient is the solution's: central differences of tight solves
+    solve = lambda A: solve_ivp(lambda t, y: fun(t, y, [A]), (0, 5), y0, t_eval=[2.0, 5.0], method="Radau",  # noqa: E731
+                                rtol=1e-11, atol=1e-13).y
+    difference = (loss(solve(1.0 + 1e-5)) - loss(solve(1.0 - 1e-5))) / 2e-5
+    np.testing.assert_allclose(grad, difference, rtol=1e-3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.sparse import csr_matrix, issparse
 
 _STEP = 1e-200  # complex-step increment: no subtractive cancellation, so it can be tiny
 
@@ -58,10 +59,12 @@ class Derivatives:
     def f(self, t, y, p):
         return np.asarray(self.fun(t, y, p))
 
-    def dfdy(self, t, y, p) -> np.ndarray:
+    def dfdy(self, t, y, p):
+        """df/dy: dense, or sparse (CSR) when the user's ``jac`` returns a sparse matrix, so the
+        replay's stage systems keep its structure."""
         if self.jac is not None:
             J = self.jac(t, y, p)
-            J = np.asarray(J.toarray() if hasattr(J, "toarray") else J)
+            J = csr_matrix(J) if issparse(J) else np.asarray(J)
             if J.shape != (self.n, self.n):
                 raise ValueError(f"jac(t, y, p) must return df/dy of shape ({self.n}, {self.n}), got {J.shape}")
             return J
@@ -75,6 +78,10 @@ class Derivatives:
                                  f"{p.size} parameters, got {Jp.shape}")
             return Jp.reshape(self.n, p.size)
         return self._differentiate(lambda q: self.fun(t, y, q), p)
+
+    def dfdy_dense(self, t, y, p) -> np.ndarray:
+        J = self.dfdy(t, y, p)
+        return J.toarray() if issparse(J) else J
 
     def _differentiate(self, g, x) -> np.ndarray:
         x = np.asarray(x)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from scipy.linalg import get_lapack_funcs, lu_factor
+from scipy.linalg import get_lapack_funcs, lu_factor, lu_solve
 from scipy.sparse import csc_matrix, eye, issparse
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, gmres
 from scipy.integrate._ivp.common import num_jac
@@ -48,6 +48,39 @@ def blas_threads_for(rows: int):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def shifted(shift, J):
+    """shift I - J, sparse (CSC) when J is sparse and dense otherwise."""
+    if issparse(J):
+        return (shift * eye(J.shape[0], format="csc", dtype=J.dtype) - J).tocsc()
+    return shift * np.identity(J.shape[0]) - J
+
+
+class Factorised:
+    """The LU factors of one square matrix, dense (LAPACK) or sparse (SuperLU), for repeated
+    solves with it or its transpose; a complex right-hand side with real factors is solved as
+    its real and imaginary parts.  Raises :class:`SingularMatrixError` for a singular matrix."""
+
+    def __init__(self, matrix) -> None:
+        self.sparse = issparse(matrix)
+        if self.sparse:
+            self.lu = superlu(matrix)
+            self.complex = np.iscomplexobj(self.lu.U.data)
+        else:
+            self.lu = lu_factor(matrix, check_finite=False)
+            diag = np.abs(np.diag(self.lu[0]))
+            if not np.all(np.isfinite(diag)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):
+                raise SingularMatrixError("the stage matrix is singular")
+            self.complex = np.iscomplexobj(self.lu[0])
+
+    def solve(self, b, transpose: bool = False):
+        b = np.asarray(b)
+        if np.iscomplexobj(b) and not self.complex:
+            return self.solve(b.real, transpose) + 1j * self.solve(b.imag, transpose)
+        if self.sparse:
+            return self.lu.solve(np.asarray(b, dtype=self.lu.U.dtype), trans="T" if transpose else "N")
+        return lu_solve(self.lu, b, trans=int(transpose), check_finite=False)
 
 
 class Jacobian:

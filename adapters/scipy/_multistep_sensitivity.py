@@ -17,12 +17,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lu_factor, lu_solve
 
 from stiffcore import multistep as ms
 from stiffcore.catalogue import get_variable_order
 
-from ._step_maps import newton_to_roundoff
+from ._linalg import shifted
+from ._step_maps import factorised, newton_to_roundoff
 
 _LOW = ms.MAX_ORDER + 1  # the rows a re-sampling touches (ms.resample)
 
@@ -34,7 +34,7 @@ class StepRecord:
     order: int
     ratio: float | None        # re-sampling ratio, None if the step kept the table's h
     c: float
-    lu: tuple                  # LU of I - c J at y_{n+1}
+    lu: object                 # Factorised I - c J at y_{n+1}
     fp_new: np.ndarray         # f_p at y_{n+1}
     start: tuple | None = None  # (h, J, f_p) at the step's start where it began a new history
 
@@ -58,13 +58,12 @@ class MultistepReplay:
     def _solve(self, t, b, c, y, p):
         """y = b + c f(t, y, p) by Newton with the exact Jacobian, to round-off."""
         return newton_to_roundoff(lambda v: v - b - c * self.d.f(t, v, p),
-                                  lambda v: np.eye(v.size) - c * self.d.dfdy(t, v, p), y,
+                                  lambda v: shifted(1.0, c * self.d.dfdy(t, v, p)), y,
                                   f"the corrector did not converge to round-off at t = {t}")
 
     def step(self, i, table, h_table, p, tangent=None, record=False):
         """Step i: (table, its step h_table, tangent or None, StepRecord or None)."""
         t, h, k = self.steps[i], self.steps[i + 1] - self.steps[i], self.orders[i]
-        n = table.shape[1]
         start = ratio = None
         if self.restarts[i]:
             y = table[0]
@@ -85,9 +84,9 @@ class MultistepReplay:
         weights = self.corrector[k]
         y_new = self._solve(t + h, weights @ table, c, ms.PREDICTOR[k] @ table, p)
         J, fp = self.d.dfdy(t + h, y_new, p), self.d.dfdp(t + h, y_new, p)
-        lu = lu_factor(np.eye(n) - c * J) if (tangent is not None or record) else None
+        lu = factorised(shifted(1.0, c * J), f"at t = {t + h}") if (tangent is not None or record) else None
         if tangent is not None:
-            s_new = lu_solve(lu, np.tensordot(weights, tangent, axes=1) + c * fp)
+            s_new = lu.solve(np.tensordot(weights, tangent, axes=1) + c * fp)
             tangent = ms.update(tangent, s_new, k)
         table = ms.update(table, y_new, k)
         rec = StepRecord(k, ratio, c, lu, fp, start) if record else None
@@ -98,7 +97,7 @@ class MultistepReplay:
         k = rec.order
         y_bar = ms.NEW_VALUE[k] @ bar
         bar = ms.UPDATE[k].T @ bar
-        lam = lu_solve(rec.lu, y_bar, trans=1)
+        lam = rec.lu.solve(y_bar, transpose=True)
         p_bar += rec.c * rec.fp_new.T @ lam
         bar = bar + np.outer(self.corrector[k], lam)
         if rec.ratio is not None:

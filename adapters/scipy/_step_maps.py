@@ -1,20 +1,21 @@
-"""One step of a catalogue method as a map y_{n+1} = Phi(t_n, y_n, h_n, p), with its
-exact Jacobians dPhi/dy and dPhi/dp, for discrete forward and adjoint sensitivities.
+"""One step of a catalogue method as a map y_{n+1} = Phi(t_n, y_n, h_n, p), differentiated
+exactly for discrete forward and adjoint sensitivities.  Every map has
 
-* Runge-Kutta (explicit or implicit): the stage equations Y_i = y + h sum_j a_ij
-  f(t_j, Y_j, p) are solved by full Newton to round-off; their derivatives follow from the
-  implicit function theorem, (I - h [a_ij J_j]) dY = 1 dy + h A [P_j] dp, so they do not
-  depend on how the forward solve's Newton iteration went.
-* Rosenbrock: the step is explicit given J(y), so its derivative (which involves dJ/dy)
-  is taken by complex-step differentiation of the whole step when the user supplies an
-  analytic ``jac``, else by central differences.  Its adjoint (reverse mode) runs the stages
-  backwards with transposed solves; the dJ terms are vector-Hessian-vector products, one
-  complex-step evaluation of ``jac`` and ``jac_p`` per stage: O(stages) Jacobian evaluations
-  per step instead of a complex step in each of the n + P directions.
-* One-step maps have ``pullback`` (the step and ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)) for
-  reverse mode; Runge-Kutta maps (and Rosenbrock without complex-capable ``jac`` and
-  ``jac_p``) form the Jacobians for it.
-* Reversible: the McCallum & Foster pair step, chained from its base step maps.
+* ``tangent(t, y, h, p, dy, dp)``: the step and dPhi/dy dy + dPhi/dp dp for m directions at
+  once (forward mode carries dy = dy_n/dp, dp = I: P directions, no n x n step Jacobian);
+* ``pullback(t, y, h, p)``: the step and ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp), O(states +
+  parameters) per step (reverse mode);
+* ``__call__``: the step and its full Jacobians (dense), for the reversible pair.
+
+Runge-Kutta (explicit or implicit): the stage equations Y_i = y + h sum_j a_ij f(t_j, Y_j, p)
+are solved by full Newton to round-off; their derivatives follow from the implicit function
+theorem, (I - h [a_ij J_j]) dY = 1 dy + h A [P_j] dp, independent of how the forward solve's
+Newton iteration went.  Rosenbrock: the stages are differentiated forward (or run backwards
+with transposed solves); W's dependence on y adds dJ k terms, one complex step of ``jac`` and
+``jac_p`` per stage (symmetry of second derivatives); without complex-capable ``jac`` and
+``jac_p`` the whole step is differentiated by complex step or central differences.  Matrices
+are sparse (SuperLU) when the user's ``jac`` returns a sparse matrix, dense (LAPACK)
+otherwise.  Reversible: the McCallum & Foster pair step, chained from its base step maps.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.linalg import lu_factor, lu_solve
+from scipy.sparse import identity as sp_identity
+from scipy.sparse import issparse
+from scipy.sparse import kron as sp_kron
 
 from stiffcore.catalogue import ButcherTableau, RosenbrockTableau, get_method
 from stiffcore.reversible import reversible_step, reversible_step_back
 
 from ._derivatives import _STEP, Derivatives, differentiate
+from ._linalg import Factorised, SingularMatrixError, shifted
 
 EPS = np.finfo(float).eps
 
@@ -37,7 +41,8 @@ class StepFailed(ArithmeticError):
 
 
 def newton_to_roundoff(residual, matrix, x, failure: str, max_iter: int = 60):
-    """x with residual(x) = 0 by Newton (``matrix(x)`` = d residual / dx), to round-off.
+    """x with residual(x) = 0 by Newton (``matrix(x)`` = d residual / dx, dense or sparse), to
+    round-off.
 
     The factorised matrix is kept while each increment shrinks at least tenfold, and rebuilt
     at the current x when it does not (a Jacobian costs far more than an iteration on
@@ -47,8 +52,11 @@ def newton_to_roundoff(residual, matrix, x, failure: str, max_iter: int = 60):
     for _ in range(max_iter):
         fresh = lu is None
         if fresh:
-            lu = lu_factor(matrix(x), check_finite=False)
-        dx = lu_solve(lu, -residual(x), check_finite=False)
+            try:
+                lu = Factorised(matrix(x))
+            except SingularMatrixError:
+                break
+        dx = lu.solve(-residual(x))
         x = x + dx
         if not np.all(np.isfinite(x)):
             break
@@ -61,20 +69,44 @@ def newton_to_roundoff(residual, matrix, x, failure: str, max_iter: int = 60):
     raise StepFailed(failure)
 
 
+def factorised(matrix, where: str) -> Factorised:
+    """The factors of a step's matrix; a singular one fails the step, saying where."""
+    try:
+        return Factorised(matrix)
+    except SingularMatrixError as exc:
+        raise StepFailed(f"{exc} {where}") from None
+
+
+def _imag(matrix):
+    return matrix.imag if issparse(matrix) else np.imag(matrix)
+
+
 class RungeKuttaStepMap:
     """Phi for a Runge-Kutta tableau; derivatives by the implicit function theorem.
 
     The unknowns are the stage values Y_i = y + h sum_j a_ij f(t_j, Y_j, p), and the new
     state is read off without the cancellation of y + h b.F at large |h lambda|: Y_s for
     stiffly accurate methods, y + b A^-1 (Y - y) when A is invertible, y + h b.F otherwise.
+    Differentiating the stage equations gives M dY = 1 dy + h (A x I) [df/dp]_j dp with
+    M = I - h (A x I) blockdiag(J_j), J_j = df/dy at stage j; M is dense or sparse as the
+    user's ``jac`` is, so tangents cost one solve with M per step for all P directions and the
+    adjoint one transposed solve, never an n x n step Jacobian.
     """
 
     def __init__(self, tableau: ButcherTableau, derivs: Derivatives) -> None:
         self.tab, self.d = tableau, derivs
         self.explicit = tableau.is_explicit
-        self.stiffly_accurate = tableau.is_stiffly_accurate and not tableau.is_explicit
+        stiffly_accurate = tableau.is_stiffly_accurate and not tableau.is_explicit
         invertible = not tableau.is_explicit and abs(np.linalg.det(tableau.a)) > 1e-12
-        self.weights = tableau.b @ np.linalg.inv(tableau.a) if invertible and not self.stiffly_accurate else None
+        # y_new = c_y y + sum_i w_i Y_i (+ h sum_i b_i F_i when use_f)
+        s = tableau.c.size
+        if stiffly_accurate:
+            self.c_y, self.w, self.use_f = 0.0, np.eye(s)[-1], False
+        elif invertible:
+            self.w = tableau.b @ np.linalg.inv(tableau.a)
+            self.c_y, self.use_f = 1.0 - self.w.sum(), False
+        else:
+            self.c_y, self.w, self.use_f = 1.0, np.zeros(s), True
 
     def _stages(self, t, y, h, p):
         a, c = self.tab.a, self.tab.c
@@ -85,60 +117,98 @@ class RungeKuttaStepMap:
                 Y[i] = y + h * (a[i, :i] @ F[:i])
                 F[i] = self.d.f(t + c[i] * h, Y[i], p)
             return Y
+
         def residual(v):
             Y = v.reshape(s, n)
             return (Y - y - h * (a @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)]))).ravel()
 
-        return newton_to_roundoff(residual, lambda v: self._matrix(t, v.reshape(s, n), h, p), np.tile(y, s),
+        def matrix(v):
+            Y = v.reshape(s, n)
+            return self._matrix(h, [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)])
+
+        return newton_to_roundoff(residual, matrix, np.tile(y, s),
                                   f"stage equations did not converge to round-off at t = {t}, h = {h}").reshape(s, n)
 
-    def _matrix(self, t, Y, h, p, jacobians=None):
-        """I - h [a_ij J(Y_j)] as an (s n) x (s n) matrix."""
-        a, c = self.tab.a, self.tab.c
-        s, n = Y.shape
-        J = jacobians or [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)]
-        M = np.eye(s * n)
-        for i in range(s):
-            for j in range(s):
-                if a[i, j]:
-                    M[i * n:(i + 1) * n, j * n:(j + 1) * n] -= h * a[i, j] * J[j]
-        return M
+    def _matrix(self, h, J):
+        """M = I - h [a_ij J_j], (s n) x (s n), sparse when the J_j are."""
+        a = self.tab.a
+        s, n = a.shape[0], J[0].shape[0]
+        kron, identity = (sp_kron, sp_identity) if issparse(J[0]) else (np.kron, np.identity)
+        M = identity(s * n)
+        for j in range(s):
+            if np.any(a[:, j]):
+                column = np.zeros((s, s))
+                column[:, j] = a[:, j]
+                M = M - h * kron(column, J[j])
+        return M.tocsc() if issparse(M) else M
 
-    def _combine(self, y_part, Y_part, F_part, h):
-        """The new state (or its derivative) from the stage values, see the class docstring."""
-        if self.stiffly_accurate:
-            return Y_part[-1]
-        if self.weights is not None:
-            return (1 - self.weights.sum()) * y_part + np.tensordot(self.weights, Y_part, axes=1)
-        return y_part + h * np.tensordot(self.tab.b, F_part, axes=1)
-
-    def __call__(self, t, y, h, p, derivatives: bool = True):
-        a, c = self.tab.a, self.tab.c
+    def _linearised(self, t, y, h, p):
+        """The step and what differentiating it needs: (y_new, Y, [J_j], [P_j], factors of M)."""
+        c = self.tab.c
         Y = self._stages(t, y, h, p)
-        s, n = Y.shape
-        F = None if (self.stiffly_accurate or self.weights is not None) else \
-            np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
-        y_new = self._combine(y, Y, F, h)
-        if not derivatives:
-            return y_new, None, None
+        s = c.size
         J = [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)]
         P = [self.d.dfdp(t + c[j] * h, Y[j], p) for j in range(s)]
-        n_p = P[0].shape[1]
-        rhs = np.zeros((s * n, n + n_p))
-        for i in range(s):
-            rhs[i * n:(i + 1) * n, :n] = np.eye(n)
-            rhs[i * n:(i + 1) * n, n:] = h * sum(a[i, j] * P[j] for j in range(s) if a[i, j])
-        dY = lu_solve(lu_factor(self._matrix(t, Y, h, p, J)), rhs).reshape(s, n, n + n_p)
-        dy = np.hstack([np.eye(n), np.zeros((n, n_p))])
-        dF = None if F is None else np.array([J[j] @ dY[j] + np.hstack([np.zeros((n, n)), P[j]]) for j in range(s)])
-        dPhi = self._combine(dy, dY, dF, h)
-        return y_new, dPhi[:, :n], dPhi[:, n:]
+        lu = factorised(self._matrix(h, J), f"at t = {t}, h = {h}")
+        y_new = self.c_y * y + self.w @ Y
+        if self.use_f:
+            y_new = y_new + h * self.tab.b @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
+        return y_new, Y, J, P, lu
+
+    def tangent(self, t, y, h, p, dy, dp):
+        """(y_new, dPhi/dy dy + dPhi/dp dp) for directions dy (n, m) and dp (P, m); dp = None is
+        the identity (m = P: forward sensitivities)."""
+        a, b = self.tab.a, self.tab.b
+        y_new, Y, J, P, lu = self._linearised(t, y, h, p)
+        s, n = Y.shape
+        Pdp = [Pj if dp is None else Pj @ dp for Pj in P]
+        rhs = np.concatenate([dy + h * sum(a[i, j] * Pdp[j] for j in range(s) if a[i, j]) for i in range(s)])
+        dY = lu.solve(rhs).reshape(s, n, -1)
+        d_new = self.c_y * dy + np.tensordot(self.w, dY, axes=1)
+        if self.use_f:
+            d_new = d_new + h * sum(b[i] * (J[i] @ dY[i] + Pdp[i]) for i in range(s))
+        return y_new, d_new
 
     def pullback(self, t, y, h, p):
-        return pullback_from_jacobians(self, t, y, h, p)
+        """(y_new, ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)): one transposed solve with M."""
+        y_new, Y, J, P, lu = self._linearised(t, y, h, p)
+        return y_new, lambda ybar: self._backwards(h, J, P, lu, ybar)
+
+    def _backwards(self, h, J, P, lu, ybar):
+        a, b = self.tab.a, self.tab.b
+        s = a.shape[0]
+        Ybar = np.outer(self.w, ybar)
+        p_out = np.zeros(P[0].shape[1])
+        if self.use_f:
+            for i in range(s):
+                Ybar[i] += h * b[i] * (J[i].T @ ybar)
+                p_out += h * b[i] * (P[i].T @ ybar)
+        lam = lu.solve(Ybar.ravel(), transpose=True).reshape(Ybar.shape)
+        weighted = h * a.T @ lam                                      # row j: h sum_i a_ij lambda_i
+        p_out += sum(P[j].T @ weighted[j] for j in range(s))
+        return self.c_y * ybar + lam.sum(axis=0), p_out
 
     def vjp(self, t, y, h, p, ybar):
         return self.pullback(t, y, h, p)[1](ybar)
+
+    def __call__(self, t, y, h, p, derivatives: bool = True):
+        """(y_new, dPhi/dy, dPhi/dp), or (y_new, None, None) without derivatives."""
+        if not derivatives:
+            Y = self._stages(t, y, h, p)
+            y_new = self.c_y * y + self.w @ Y
+            if self.use_f:
+                c = self.tab.c
+                y_new = y_new + h * self.tab.b @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(Y.shape[0])])
+            return y_new, None, None
+        return _full_jacobians(self, t, y, h, p)
+
+
+def _full_jacobians(step_map, t, y, h, p):
+    """(y_new, dPhi/dy, dPhi/dp) as dense matrices, from the tangent in all n + P directions."""
+    n, m = y.size, p.size
+    y_new, D = step_map.tangent(t, y, h, p, np.hstack([np.eye(n), np.zeros((n, m))]),
+                                np.hstack([np.zeros((m, n)), np.eye(m)]))
+    return y_new, D[:, :n], D[:, n:]
 
 
 def pullback_from_jacobians(step_map, t, y, h, p):
@@ -166,25 +236,25 @@ class RosenbrockStepMap:
         return None if self.autonomous or not np.any(self.tab.d) else np.sqrt(EPS) * max(1.0, abs(t))
 
     def _stages(self, t, y, h, p):
-        """(k, J at the step start, LU of W = I / (h gamma) - J, dt of f_t)."""
+        """(k, J at the step start, factors of W = I / (h gamma) - J, dt of f_t)."""
         tab = self.tab
         f0 = self.d.f(t, y, p)
         J = self.d.dfdy(t, y, p)
-        W = np.eye(y.size) / (h * tab.gamma_diag) - J
-        lu = lu_factor(W)
+        lu = factorised(shifted(1 / (h * tab.gamma_diag), J), f"at t = {t}, h = {h}")
         dt = self._time_step(t)
         f_t = 0.0 if dt is None else (self.d.f(t + dt, y, p) - f0) / dt
-        k = np.empty((tab.stages, y.size), dtype=np.result_type(y, p, W))
+        k = np.empty((tab.stages, y.size), dtype=np.result_type(y, p, J.dtype))
         for i in range(tab.stages):
             fi = f0 if i == 0 else self.d.f(t + tab.c[i] * h, y + self.a[i, :i] @ k[:i], p)
-            k[i] = lu_solve(lu, fi + (self.C[i, :i] @ k[:i]) / h + h * tab.d[i] * f_t)
+            k[i] = lu.solve(fi + (self.C[i, :i] @ k[:i]) / h + h * tab.d[i] * f_t)
         return k, J, lu, dt
 
     def step(self, t, y, h, p):
         return y + self.m @ self._stages(t, y, h, p)[0]
 
     def _adjoint_ok(self, t, y, p) -> bool:
-        """The adjoint needs jac and jac_p that carry a complex y through (checked once)."""
+        """The stage-wise tangent and adjoint need jac and jac_p that carry a complex y through
+        (checked once)."""
         if self._adjoint is None:
             probe = y + 1j * _STEP
             self._adjoint = bool(self.exact and self.d.jac_p is not None
@@ -217,7 +287,7 @@ class RosenbrockStepMap:
         gbar = np.empty_like(kbar)
         y_out, p_out, ft_bar = ybar.copy(), np.zeros(p.size), np.zeros(y.size)
         for i in range(tab.stages - 1, -1, -1):
-            gbar[i] = lu_solve(lu, kbar[i], trans=1)
+            gbar[i] = lu.solve(kbar[i], transpose=True)
             kbar[:i] += np.outer(self.C[i, :i] / h, gbar[i])
             ft_bar += h * tab.d[i] * gbar[i]
             ti, Yi = t + tab.c[i] * h, y + self.a[i, :i] @ k[:i]
@@ -226,53 +296,59 @@ class RosenbrockStepMap:
             y_out += Ybar
             kbar[:i] += np.outer(self.a[i, :i], Ybar)
         for i in range(tab.stages):
-            curvature = gbar[i] @ self._curvature(t, y, p, k[i])
-            y_out += curvature[:y.size]
-            p_out += curvature[y.size:]
+            curvature = self._curvature(t, y, p, k[i])
+            if curvature is not None:
+                y_out += curvature[0].T @ gbar[i]
+                p_out += curvature[1].T @ gbar[i]
         if dt is not None:  # f_t = (f(t + dt, y, p) - f(t, y, p)) / dt
             y_out += (d.dfdy(t + dt, y, p) - J).T @ ft_bar / dt
             p_out += (d.dfdp(t + dt, y, p) - P0).T @ ft_bar / dt
         return y_out, p_out
 
     def __call__(self, t, y, h, p, derivatives: bool = True):
-        if derivatives and self._adjoint_ok(t, y, p):
-            return self._tangent(t, y, h, p)
-        y_new = self.step(t, y, h, p)
+        """(y_new, dPhi/dy, dPhi/dp), or (y_new, None, None) without derivatives."""
         if not derivatives:
-            return y_new, None, None
-        n = y.size
+            return self.step(t, y, h, p), None, None
+        if self._adjoint_ok(t, y, p):
+            return _full_jacobians(self, t, y, h, p)
+        n, y_new = y.size, self.step(t, y, h, p)
         D = differentiate(lambda x: self.step(t, x[:n], h, x[n:]), np.concatenate([y, p]), complex_step=self.exact)
         return y_new, D[:, :n], D[:, n:]
 
     def _curvature(self, t, y, p, k):
-        """d/de [df/dy, df/dp](y + e k): the dJ k terms of W's derivative for every direction at
-        once (symmetry of second derivatives), by one complex step of jac and jac_p."""
+        """(d/de df/dy(y + e k), d/de df/dp(y + e k)): the dJ k terms of W's derivative for every
+        direction at once (symmetry of second derivatives), by one complex step of jac and
+        jac_p; None when k = 0."""
         size = np.max(np.abs(k))
         if size == 0:
-            return 0.0
+            return None
         probe = y + 1j * _STEP * (k / size)
-        return np.hstack([np.imag(self.d.dfdy(t, probe, p)), np.imag(self.d.dfdp(t, probe, p))]) * (size / _STEP)
+        scale = size / _STEP
+        return _imag(self.d.dfdy(t, probe, p)) * scale, np.imag(self.d.dfdp(t, probe, p)) * scale
 
-    def _tangent(self, t, y, h, p):
-        """(y_new, dPhi/dy, dPhi/dp) by differentiating the stages forward in all n + P directions
-        at once: dk_i = W^-1 (dg_i + dJ k_i), O(stages) Jacobian evaluations per step."""
+    def tangent(self, t, y, h, p, dy, dp):
+        """(y_new, dPhi/dy dy + dPhi/dp dp) for directions dy (n, m) and dp (P, m) (None: the
+        identity), by differentiating the stages: dk_i = W^-1 (dg_i + dJ k_i), O(stages) Jacobian evaluations
+        per step whatever m."""
+        times_dp = (lambda M: M) if dp is None else (lambda M: M @ dp)
+        if not self._adjoint_ok(t, y, p):
+            y_new, Py, Pp = self(t, y, h, p)
+            return y_new, Py @ dy + times_dp(Pp)
         tab, d = self.tab, self.d
         k, J, lu, dt = self._stages(t, y, h, p)
-        n = y.size
-        seed = np.hstack([np.eye(n), np.zeros((n, p.size))])            # d(y, p) / d(y, p), the y rows
-        dk = np.empty((tab.stages, n, n + p.size))
+        dk = np.empty((tab.stages,) + dy.shape)
         P0 = d.dfdp(t, y, p)                                            # stage 0 and f_t are at (t, y)
-        dft = 0.0 if dt is None else (np.hstack([d.dfdy(t + dt, y, p), d.dfdp(t + dt, y, p)])
-                                      - np.hstack([J, P0])) / dt
+        dft = 0.0 if dt is None else ((d.dfdy(t + dt, y, p) - J) @ dy + times_dp(d.dfdp(t + dt, y, p) - P0)) / dt
         for i in range(tab.stages):
             ti, Yi = t + tab.c[i] * h, y + self.a[i, :i] @ k[:i]
-            dY = seed + np.tensordot(self.a[i, :i], dk[:i], axes=1)
-            dF = (J if i == 0 else d.dfdy(ti, Yi, p)) @ dY
-            dF[:, n:] += P0 if i == 0 else d.dfdp(ti, Yi, p)
+            dY = dy + np.tensordot(self.a[i, :i], dk[:i], axes=1)
+            dF = (J if i == 0 else d.dfdy(ti, Yi, p)) @ dY + times_dp(P0 if i == 0 else d.dfdp(ti, Yi, p))
             dg = dF + np.tensordot(self.C[i, :i] / h, dk[:i], axes=1) + h * tab.d[i] * dft
-            dk[i] = lu_solve(lu, dg + self._curvature(t, y, p, k[i]))
-        D = seed + np.tensordot(self.m, dk, axes=1)
-        return y + self.m @ k, D[:, :n], D[:, n:]
+            curvature = self._curvature(t, y, p, k[i])
+            if curvature is not None:
+                dg = dg + curvature[0] @ dy + times_dp(curvature[1])
+            dk[i] = lu.solve(dg)
+        return y + self.m @ k, dy + np.tensordot(self.m, dk, axes=1)
 
 
 def step_map(method, derivs: Derivatives, autonomous: bool = False):

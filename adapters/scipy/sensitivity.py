@@ -287,9 +287,8 @@ def _forward(result, phi, steps, out_index, y0, p):
     y, s = y0, np.zeros((n, P))
     if 0 in wanted:
         Y.append(y), S.append(s)
-    for k in range(steps.size - 1):
-        y, Py, Pp = phi(steps[k], y, steps[k + 1] - steps[k], p)
-        s = Py @ s + Pp
+    for k in range(steps.size - 1):  # s_new = dPhi/dy s + dPhi/dp: P directions, no n x n matrix
+        y, s = phi.tangent(steps[k], y, steps[k + 1] - steps[k], p, s, None)
         if k + 1 in wanted:
             Y.append(y), S.append(s)
     result.y = np.array(Y).T
@@ -424,7 +423,8 @@ def diagnose(fun, t_span, y0, p, method="RadauIIA5", jac=None, jac_p=None, param
         cotangents = cotangents_on_steps(sol.t, sol.y.T, output_times, lambda Y: np.asarray(loss_grad(Y.T)).T)
     t, Y = sol.t[:-1], sol.y[:, :-1].T
     base = get_method(options.get("base", "backward_euler") if reversible else method).id
-    return core_diagnose(base, t, np.diff(sol.t), jacobians=np.array([derivs.dfdy(ti, yi, p) for ti, yi in zip(t, Y)]),
+    jacobians = np.array([derivs.dfdy_dense(ti, yi, p) for ti, yi in zip(t, Y)])
+    return core_diagnose(base, t, np.diff(sol.t), jacobians=jacobians,
                          param_jacobians=np.array([derivs.dfdp(ti, yi, p) for ti, yi in zip(t, Y)]),
                          param_names=param_names, params=p, states=sol.y.T, coupling=coupling,
                          output_cotangents=cotangents, log_params=log_params)

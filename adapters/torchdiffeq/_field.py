@@ -70,11 +70,17 @@ class VectorField:
         see f just before it (the time one ulp inside, in the state's dtype, as torchdiffeq's
         ``perturb``): a step between discontinuities (``jump_t``, ``perturb=True``) never
         evaluates f on their far side, even a stage whose node lies beyond the step (Kvaerno4/5)."""
+        outer = self.window
         self._after, self._before = after, before
         try:
             yield
         finally:
-            self._after = self._before = None
+            self._after, self._before = outer   # nested windows (a recomputed step) restore theirs
+
+    @property
+    def window(self) -> tuple:
+        """(after, before) of the enclosing :meth:`between` (None, None outside one)."""
+        return self._after, self._before
 
     def _time(self, t, like: torch.Tensor):
         """t, moved one ulp inside the window set by :meth:`between` where it touches an end."""

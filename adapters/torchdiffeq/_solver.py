@@ -21,11 +21,14 @@ from stiffcore.catalogue import get_method
 from stiffcore.catalogue.dense import HERMITE, dense_matrix, value_and_scaled_slope
 
 from ._field import VectorField
-from ._steps import Point, StepFailure, stepper
+from ._recompute import Recomputed, recomputable_parameters
+from ._steps import Point, Step, StepFailure, stepper
 
 OPTIONS = ("first_step", "step_size", "max_num_steps", "jac", "jac_sparsity", "linear_solver", "preconditioner",
            "krylov_rtol", "krylov_restart", "krylov_maxiter", "batch_dims", "newton_tol", "autonomous",
            "safety", "ifactor", "dfactor", "norm", "step_t", "jump_t", "perturb", "grid_constructor")
+#: recompute_steps=None turns recomputation on from this many unknowns (per batch element)
+RECOMPUTE_FROM = 20
 #: torchdiffeq's step callbacks, set on func by odeint: (t0, y0, dt) before each attempt,
 #: after an accepted one, after a rejected one
 CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
@@ -74,6 +77,10 @@ class StiffSolver:
     state is one system).  ``newton_tol``: Newton's stopping tolerance in the weighted RMS
     norm (default max(10 eps / rtol, min(0.03, rtol^0.5))).  ``autonomous``: skip the
     Rosenbrock df/dt term.  ``safety``, ``ifactor``, ``dfactor``: the controller (0.9, 5, 0.2).
+    ``recompute_steps``: backpropagation keeps each step's inputs only and recomputes the step
+    in the backward pass (:mod:`._recompute`); None (default) does so from 20 unknowns when
+    ``func`` is an ``nn.Module`` whose parameters are every tensor it differentiates, True
+    insists (and refuses any other func), False keeps every step's graph.
     """
 
     method_id: ClassVar[str] = ""
@@ -124,11 +131,17 @@ class StiffSolver:
         if self.perturb and not self.fixed:
             raise ValueError("option perturb applies to fixed steps; adaptive steps take the discontinuities of f "
                              "as options={'jump_t': times}")
+        recompute = options.get("recompute_steps")
+        if recompute is not None and not isinstance(recompute, bool):
+            raise TypeError(f"option recompute_steps must be True, False or None, got {recompute!r}")
+        self.recompute_steps = (self.field.n >= RECOMPUTE_FROM) if recompute is None else recompute
+        self._recompute_asked = recompute is True
+        self._recompute = None   # the parameters a recomputed step differentiates, once known
         self.n_steps = self.n_rejected = 0
 
     @classmethod
     def valid_options(cls) -> tuple:
-        return OPTIONS
+        return OPTIONS + ("recompute_steps",)   # one-step methods (FBDF/QNDF and the reversible pair differ)
 
     @classmethod
     def valid_callbacks(cls) -> set:
@@ -296,11 +309,63 @@ class StiffSolver:
     def _attempt(self, state, h):
         """(new state, the step) for a step of size h from ``state`` (h in the time dtype; the
         stages take it in the state's)."""
-        step = self.stepper.step(state, h.to(self.dtype))
-        self._check_finite(step.y, state.t, "the step produced", failure=True)
-        new = Point(self.field, state.t + h, step.y)
+        params = self._recompute_parameters(state)
+        if params is not None:
+            step, new = self._recomputed_step(state, h, params)
+        else:
+            step = self.stepper.step(state, h.to(self.dtype))
+            self._check_finite(step.y, state.t, "the step produced", failure=True)
+            new = Point(self.field, state.t + h, step.y)
         self._check_finite(new.f, new.t, "func returned", failure=True)
         return new, step
+
+    def _recompute_parameters(self, state):
+        """The parameters a recomputed step differentiates (:mod:`._recompute`), or None to keep
+        the step's graph: recomputation off, nothing to differentiate, or func differentiates
+        through tensors that are not its parameters.  Decided once, on the first attempt, which
+        itself keeps its graph (the field probes f on its first calls, and a recomputation
+        would not repeat that)."""
+        if not (self.recompute_steps and torch.is_grad_enabled()):
+            return None
+        if self._recompute is None:
+            with torch.enable_grad():
+                output = self.field(state.t, state.y.detach())
+            params = recomputable_parameters(self.field.func, output)
+            if params is None and self._recompute_asked:
+                raise ValueError("option recompute_steps=True needs func to be an nn.Module whose parameters are "
+                                 "every tensor f differentiates through (as odeint_adjoint's adjoint_params); "
+                                 "this func reaches other tensors that require grad")
+            self._recompute = params if params is not None else False
+            return None
+        return self._recompute if self._recompute is not False else None
+
+    def _recomputed_step(self, state, h, params):
+        """(step, new state) with no graph kept inside the step: backpropagation holds its
+        inputs (t, y, f(t, y), h) and rebuilds it, and f at the new state likewise.  The
+        recomputation sees the same discontinuity window; steps are deterministic in those
+        inputs, so it reproduces the step exactly."""
+        window, t, h_state = self.field.window, state.t, h.to(self.dtype)
+
+        def run(t, y, f, h):
+            with self.field.between(*window):
+                step = self.stepper.step(Point(self.field, t, y, f), h)
+            return step.y, step.error
+
+        def f_at(t, y):
+            with self.field.between(*window):
+                return self.field(t, y), None
+
+        errors: list = []
+        y1 = Recomputed.apply(run, errors, 4, t, state.y, state.f, h_state, *params)
+        self._check_finite(y1, t, "the step produced", failure=True)
+        t1 = t + h
+        new = Point(self.field, t1, y1, Recomputed.apply(f_at, [], 2, t1, y1, *params))
+
+        def increments():   # event location only: the step once more, with its graph
+            with self.field.between(*window):
+                return self.stepper.step(Point(self.field, t, state.y, state.f), h_state).increments()
+
+        return Step(y1, errors[0], increments), new
 
     @staticmethod
     def _land(state, t):

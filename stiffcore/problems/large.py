@@ -4,6 +4,8 @@ Jacobian sparsity patterns; ``xp`` is numpy, ``jax.numpy`` or torch.
 * :func:`bruss2d` -- the two-dimensional Brusselator with diffusion on a periodic m x m grid
   (Hairer & Wanner II, sec. IV.10, BRUSS-2D): 2 m^2 unknowns, u and v interleaved per grid
   point, a five-point Laplacian; the source switches on at t = 1.1.
+* :func:`brusselator_1d` -- the one-dimensional Brusselator with its parameter A, sparse
+  df/dy and df/dp (numpy), for sensitivities of a large sparse system.
 * :func:`rober_copies` -- ``copies`` independent ROBER systems (3 copies unknowns), the
   block-diagonal benchmark that diffsol publishes.
 """
@@ -66,6 +68,40 @@ def bruss2d_sparsity(m: int):
         ring[np.arange(m), (np.arange(m) + k) % m] = 1
     grid = kron(csr_matrix(ring), identity(m)) + kron(identity(m), csr_matrix(ring))
     return csr_matrix(kron(grid, np.ones((2, 2))) > 0)
+
+
+def brusselator_1d(N):
+    """(fun(t, y, p), jac, jac_p, y0) of the 1D Brusselator with diffusion (Hairer & Wanner
+    II, sec. IV.10, BRUSS): 2 N unknowns, u and v interleaved, Dirichlet ends u = 1, v = 3,
+    alpha = 0.02, parameter p = (A,); u' = A + u^2 v - 4 u + alpha u_xx, v' = 3 u - u^2 v +
+    alpha v_xx.  ``jac`` is sparse (CSR, five diagonals), complex-safe."""
+    from scipy import sparse
+
+    c = 0.02 * (N + 1) ** 2
+    x = np.arange(1, N + 1) / (N + 1)
+    y0 = np.ravel(np.column_stack([1 + np.sin(2 * np.pi * x), np.full(N, 3.0)]))
+
+    def lap(w, boundary):
+        return c * (np.concatenate([[boundary], w[:-1]]) - 2 * w + np.concatenate([w[1:], [boundary]]))
+
+    def fun(t, y, p):
+        u, v = y[0::2], y[1::2]
+        return np.ravel(np.column_stack([p[0] + u * u * v - 4 * u + lap(u, 1.0), 3 * u - u * u * v + lap(v, 3.0)]))
+
+    def jac(t, y, p):
+        u, v = y[0::2], y[1::2]
+        diagonal = np.ravel(np.column_stack([2 * u * v - 4, -u * u])) - 2 * c
+        upper, lower = np.zeros(2 * N - 1, dtype=y.dtype), np.zeros(2 * N - 1, dtype=y.dtype)
+        upper[0::2], lower[0::2] = u * u, 3 - 2 * u * v
+        coupling = np.full(2 * N - 2, c)                     # u_i - u_{i+1} and v_i - v_{i+1}
+        return sparse.diags([coupling, lower, diagonal, upper, coupling], [-2, -1, 0, 1, 2], format="csr")
+
+    def jac_p(t, y, p):
+        out = np.zeros((2 * N, 1), dtype=y.dtype)
+        out[0::2] = 1.0
+        return out
+
+    return fun, jac, jac_p, y0
 
 
 def rober_copies(copies: int, xp=np):
