@@ -1,9 +1,11 @@
 """Gradients on real kinetic mechanisms: every stiffcore gradient path against CasADi's CVODES
 forward sensitivities and finite differences, with time, peak memory and error.
 
-    python benchmarks/mechanism_gradients.py [--mechanisms gri30,h2o2] [--skip-torch]
+    python benchmarks/mechanism_gradients.py [--mechanisms gri30,h2o2] [--skip-torch] [--skip-jax]
 
-Mechanisms come from Cantera (the ``bench`` extra; never a library dependency): GRI-Mech 3.0
+Paths: SciPy ``solve_ivp_sensitivity`` (forward, reverse), torch backprop through ``odeint``
+(``recompute_steps`` on), JAX ``jit(grad)`` through ``diffeqsolve`` (warm; its compile time in
+its own column).  Mechanisms come from Cantera (the ``bench`` extra; never a library dependency): GRI-Mech 3.0
 (53 species, 325 rate constants) and h2o2 (10 species, 29), isothermal at 1500 K and 1 atm,
 exported by :func:`stiffcore.problems.cantera.from_cantera`.  The loss is sum(y^2) over 20
 log-spaced output times; the parameters are the forward rate constants.  Each row runs in a
@@ -104,6 +106,35 @@ def run_torch(problem, times, method):
     return time.perf_counter() - start, func.p.grad.numpy(), func.steps
 
 
+def run_jax(problem, times, method):
+    """The diffrax adapter: jit(grad) of the loss through diffeqsolve (discretise-then-optimise,
+    diffrax's RecursiveCheckpointAdjoint); the time of a warm call, the compile time apart."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    from stiffcore.adapters import diffrax as adapter
+
+    term = diffrax.ODETerm(lambda t, y, p: problem.rhs(t, y, p))
+
+    def solve(p):
+        sol = diffrax.diffeqsolve(term, getattr(adapter, method)(), 0.0, float(times[-1]), None,
+                                  jnp.asarray(problem.y0), args=p, saveat=diffrax.SaveAt(ts=jnp.asarray(times)), max_steps=100_000,
+                                  stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL))
+        return jnp.sum(sol.ys ** 2), sol.stats["num_accepted_steps"]
+
+    gradient = jax.jit(jax.grad(lambda p: solve(p)[0]))
+    p = jnp.asarray(problem.params)
+    start = time.perf_counter()
+    jax.block_until_ready(gradient(p))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    grad = jax.block_until_ready(gradient(p))
+    seconds = time.perf_counter() - start
+    return seconds, np.asarray(grad), int(jax.jit(solve)(p)[1]), compile_s
+
+
 def run_casadi(problem, times, rtol=RTOL, atol=ATOL):
     """CVODES forward sensitivities (CasADi's jacobian of the outputs with respect to p)."""
     import casadi as ca
@@ -154,18 +185,20 @@ def run_differences(problem, times, count=8):
 
 def one(config: dict) -> dict:
     problem, times = mechanism(config["mechanism"])
-    kind = config["kind"]
+    kind, compile_s = config["kind"], None
     if kind == "solve":
         seconds, grad, steps = run_solve(problem, times, config["method"])
     elif kind == "scipy":
         seconds, grad, steps = run_scipy(problem, times, config["method"], config["mode"], *config.get("tol", ()))
     elif kind == "torch":
         seconds, grad, steps = run_torch(problem, times, config["method"])
+    elif kind == "jax":
+        seconds, grad, steps, compile_s = run_jax(problem, times, config["method"])
     elif kind == "casadi":
         seconds, grad, steps = run_casadi(problem, times, *config.get("tol", ()))
     else:
         seconds, grad, steps = run_differences(problem, times)
-    return dict(seconds=seconds, peak=process_status_kib("VmHWM") / 1024, steps=steps,
+    return dict(seconds=seconds, compile=compile_s, peak=process_status_kib("VmHWM") / 1024, steps=steps,
                 grad=None if grad is None else np.asarray(grad, dtype=float).tolist())
 
 
@@ -177,7 +210,7 @@ def spawn(config: dict) -> dict:
 
 
 # --- the tables -------------------------------------------------------------------------------
-def mechanism_table(name: str, with_torch: bool) -> list:
+def mechanism_table(name: str, with_torch: bool, with_jax: bool) -> list:
     from stiffcore.report import table
 
     reference = spawn(dict(mechanism=name, kind="scipy", method="RadauIIA5", mode="reverse", tol=(1e-10, 1e-14)))
@@ -193,6 +226,8 @@ def mechanism_table(name: str, with_torch: bool) -> list:
     if with_torch:
         for method in ("rodas5p", "radau_iia5"):
             configs.append(("reverse", f"torch {method} backprop", dict(kind="torch", method=method)))
+    if with_jax:
+        configs.append(("reverse", "JAX Rodas5P jit(grad), warm", dict(kind="jax", method="Rodas5P")))
     configs += [("forward", "CVODES (CasADi) fwd sens rtol 1e-6", dict(kind="casadi")),
                 ("forward", "CVODES (CasADi) fwd sens rtol 1e-10", dict(kind="casadi", tol=(1e-10, 1e-14))),
                 ("check", "central differences, 8 largest", dict(kind="differences"))]
@@ -200,7 +235,7 @@ def mechanism_table(name: str, with_torch: bool) -> list:
     for mode, label, config in configs:
         result = spawn(dict(mechanism=name, **config))
         if "error" in result:
-            row = [name, label, "failed", None, None, None, result["error"][:60]]
+            row = [name, label, "failed", None, None, None, None, result["error"][:60]]
         else:
             if label == "SciPy RadauIIA5 solve":
                 solve_s = result["seconds"]
@@ -210,10 +245,10 @@ def mechanism_table(name: str, with_torch: bool) -> list:
                 mask = np.isfinite(g)
                 err = float(np.linalg.norm(g[mask] - g_ref[mask]) / np.linalg.norm(g_ref[mask]))
             row = [name, label, result["seconds"], None if solve_s is None else result["seconds"] / solve_s,
-                   result["peak"], result["steps"], err]
+                   result["compile"], result["peak"], result["steps"], err]
         stream_row(row)
         rows.append(row)
-    print(table(["mechanism", "gradient path", "seconds", "x RadauIIA5 solve", "peak MiB", "steps",
+    print(table(["mechanism", "gradient path", "seconds", "x RadauIIA5 solve", "compile s", "peak MiB", "steps",
                  "rel. error vs ref"], rows))
     return rows
 
@@ -292,12 +327,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mechanisms", default="gri30,h2o2")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--skip-jax", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(json.loads(args.one))))
         return
-    results = {name: mechanism_table(name, not args.skip_torch) for name in args.mechanisms.split(",")}
+    results = {name: mechanism_table(name, not args.skip_torch, not args.skip_jax)
+               for name in args.mechanisms.split(",")}
     plot(results, scaling_table())
 
 

@@ -190,3 +190,16 @@ def e5(t, y, xp=np):
 
 E5_Y0 = np.array([1.76e-3, 0.0, 0.0, 0.0])
 E5_T1 = 1e13
+
+
+def h2o2_mechanism():
+    """Cantera's h2o2 mechanism (10 species, 29 reactions) at 1500 K, 1 atm, to 10 ms, as a
+    stiffcore Problem (skips the test without Cantera)."""
+    import pytest
+
+    ct = pytest.importorskip("cantera")
+    from stiffcore.problems.cantera import from_cantera
+
+    gas = ct.Solution("h2o2.yaml")
+    gas.TPX = 1500.0, 101325.0, "H2:2, O2:1, AR:7"
+    return from_cantera(gas, (0.0, 1e-2), name="h2o2")

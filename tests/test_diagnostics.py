@@ -5,6 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from helpers import h2o2_mechanism
+
 from stiffcore import get_method
 from stiffcore.diagnostics import STIFF_TAIL, diagnose
 from stiffcore.reversible import predict_reversible
@@ -234,16 +236,6 @@ def test_bad_input_names_what_to_fix(change, match):
         diagnose(**kwargs)
 
 
-def _h2o2():
-    """Cantera's h2o2 mechanism (10 species, 29 reactions) at 1500 K, 1 atm, to 10 ms."""
-    ct = pytest.importorskip("cantera")
-    from stiffcore.problems.cantera import from_cantera
-
-    gas = ct.Solution("h2o2.yaml")
-    gas.TPX = 1500.0, 101325.0, "H2:2, O2:1, AR:7"
-    return from_cantera(gas, (0.0, 1e-2), name="h2o2")
-
-
 @pytest.mark.parametrize("name", ["rober", "pollu", "h2o2"])
 def test_no_false_starved_labels_on_real_problems(name):
     """ROBER, POLLU and a Cantera mechanism at rtol 1e-6: most rates feed modes deep in the
@@ -254,7 +246,7 @@ def test_no_false_starved_labels_on_real_problems(name):
     from stiffcore.problems import POLLU, ROBER
 
     problem, times = {"rober": lambda: _short(ROBER, 1e3, 12), "pollu": lambda: _short(POLLU, 5.0, 10),
-                      "h2o2": lambda: (_h2o2(), np.logspace(-8, -2, 12))}[name]()
+                      "h2o2": lambda: (h2o2_mechanism(), np.logspace(-8, -2, 12))}[name]()
     report, measured = diagnose_problem(problem, "RadauIIA5", 1e-6, times)
     reference = solve_ivp_sensitivity(problem.rhs, problem.t_span, problem.y0, problem.params, t_eval=times,
                                       mode="reverse", loss=lambda Y: (Y**2).sum(), loss_grad=lambda Y: 2 * Y,

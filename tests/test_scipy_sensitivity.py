@@ -50,6 +50,22 @@ VDP = VANDERPOL.rhs  # fun(t, y, p) with p = [mu]
 MU = np.array([10.0])
 
 
+@pytest.mark.parametrize("method", ["RadauIIA5", "Rodas5P"])
+def test_reverse_mode_keeps_every_pullback_when_they_fit(method, monkeypatch):
+    """By default every step's pullback is kept in one pass (no second replay); with too little
+    memory for that, checkpoints and recomputed segments give the same gradient."""
+    from stiffcore.adapters.scipy import sensitivity
+
+    common = dict(method=method, t_eval=np.linspace(0.1, 1.0, 10), jac=VANDERPOL.jac, jac_p=VANDERPOL.jac_p,
+                  rtol=1e-6, atol=1e-10, mode="reverse", loss=loss)
+    kept = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU, **common)
+    monkeypatch.setattr(sensitivity, "PULLBACK_MEMORY", 0)
+    segmented = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU, **common)
+    assert kept.checkpoints <= 2 < segmented.checkpoints
+    np.testing.assert_allclose(kept.grad, segmented.grad, rtol=1e-12)
+    np.testing.assert_allclose(kept.grad_y0, segmented.grad_y0, rtol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["RadauIIA5", "Rodas4", "TRBDF2", "GaussLegendre4", "LobattoIIIC2"])
 def test_forward_and_reverse_modes_agree_to_round_off(method):
     fixed = method in ("GaussLegendre4", "LobattoIIIC2")
@@ -260,3 +276,27 @@ def test_a_sparse_jac_keeps_the_replay_sparse(method, monkeypatch):
                                 rtol=1e-11, atol=1e-13).y
     difference = (loss(solve(1.0 + 1e-5)) - loss(solve(1.0 - 1e-5))) / 2e-5
     np.testing.assert_allclose(grad, difference, rtol=1e-3)
+
+
+def test_replay_newton_starts_from_the_previous_steps_polynomial(monkeypatch):
+    """RadauIIA5's replay starts each step's Newton iteration from the last step's stage
+    polynomial: far fewer f evaluations than from y, the same gradient."""
+    from stiffcore.adapters.scipy._step_maps import RungeKuttaStepMap
+
+    calls = []
+
+    def counted(t, y, p):
+        calls.append(t)
+        return VDP(t, y, p)
+
+    common = dict(method="RadauIIA5", t_eval=np.linspace(0.1, 1.0, 10), jac=VANDERPOL.jac, jac_p=VANDERPOL.jac_p,
+                  rtol=1e-8, atol=1e-10)
+    steps = solve_ivp_sensitivity(VDP, (0, 1), VANDERPOL.y0, MU, **common).t_steps
+    replay = dict(method="RadauIIA5", jac=VANDERPOL.jac, jac_p=VANDERPOL.jac_p)
+    warm = sensitivity_on_steps(counted, steps, VANDERPOL.y0, MU, **replay)
+    warm_calls = len(calls)
+    monkeypatch.setattr(RungeKuttaStepMap, "_guess", lambda self, t, y, h: np.tile(y, self.tab.c.size))
+    calls.clear()
+    cold = sensitivity_on_steps(counted, steps, VANDERPOL.y0, MU, **replay)
+    assert warm_calls < 0.7 * len(calls)
+    np.testing.assert_allclose(warm.sensitivities, cold.sensitivities, rtol=1e-11, atol=1e-14)

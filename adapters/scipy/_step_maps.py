@@ -107,6 +107,32 @@ class RungeKuttaStepMap:
             self.c_y, self.use_f = 1.0 - self.w.sum(), False
         else:
             self.c_y, self.w, self.use_f = 1.0, np.zeros(s), True
+        nodes = np.r_[0.0, tableau.c]
+        # Newton starts from the previous step's stage polynomial where its nodes are distinct
+        self._extrapolates = not tableau.is_explicit and np.unique(nodes).size == nodes.size
+        self._previous = None   # (its end time, start time, step, [y, Y_1..Y_s]) of the last step solved
+
+    def _follows(self, t) -> bool:
+        """Whether a step from t continues the last one solved (its t + h, up to rounding)."""
+        if self._previous is None:
+            return False
+        end, _, h_prev, _ = self._previous
+        return abs(end - t) <= 8 * EPS * max(abs(t), abs(h_prev))
+
+    def _guess(self, t, y, h):
+        """Stage values to start Newton from: the polynomial through the previous step's start
+        and stage values, evaluated at this step's stage times and shifted to pass through y (as
+        RADAU5 starts its Newton iteration, Hairer & Wanner IV.8); y itself otherwise."""
+        s = self.tab.c.size
+        if not (self._extrapolates and self._follows(t)):
+            return np.tile(y, s)
+        _, t_prev, h_prev, values = self._previous
+        nodes = np.r_[0.0, self.tab.c]
+        x = np.r_[(t - t_prev) / h_prev, (t + self.tab.c * h - t_prev) / h_prev]
+        basis = np.array([[np.prod([(xi - nodes[m]) / (nodes[k] - nodes[m]) for m in range(nodes.size) if m != k])
+                           for k in range(nodes.size)] for xi in x])             # Lagrange, (1 + s, 1 + s)
+        at = basis @ values
+        return (at[1:] - at[0] + y).ravel()
 
     def _stages(self, t, y, h, p):
         a, c = self.tab.a, self.tab.c
@@ -126,21 +152,33 @@ class RungeKuttaStepMap:
             Y = v.reshape(s, n)
             return self._matrix(h, [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)])
 
-        return newton_to_roundoff(residual, matrix, np.tile(y, s),
-                                  f"stage equations did not converge to round-off at t = {t}, h = {h}").reshape(s, n)
+        failure = f"stage equations did not converge to round-off at t = {t}, h = {h}"
+        guess = self._guess(t, y, h)
+        try:
+            Y = newton_to_roundoff(residual, matrix, guess, failure).reshape(s, n)
+        except StepFailed:
+            if not (self._extrapolates and self._follows(t)):
+                raise
+            Y = newton_to_roundoff(residual, matrix, np.tile(y, s), failure).reshape(s, n)  # a wild extrapolation
+        self._previous = (t + h, t, h, np.vstack([y, Y]))
+        return Y
 
     def _matrix(self, h, J):
         """M = I - h [a_ij J_j], (s n) x (s n), sparse when the J_j are."""
         a = self.tab.a
         s, n = a.shape[0], J[0].shape[0]
-        kron, identity = (sp_kron, sp_identity) if issparse(J[0]) else (np.kron, np.identity)
-        M = identity(s * n)
-        for j in range(s):
-            if np.any(a[:, j]):
-                column = np.zeros((s, s))
-                column[:, j] = a[:, j]
-                M = M - h * kron(column, J[j])
-        return M.tocsc() if issparse(M) else M
+        if issparse(J[0]):
+            M = sp_identity(s * n)
+            for j in range(s):
+                if np.any(a[:, j]):
+                    column = np.zeros((s, s))
+                    column[:, j] = a[:, j]
+                    M = M - h * sp_kron(column, J[j])
+            return M.tocsc()
+        M = np.identity(s * n)
+        for i, j in zip(*np.nonzero(a)):
+            M[i * n:(i + 1) * n, j * n:(j + 1) * n] -= (h * a[i, j]) * J[j]
+        return M
 
     def _linearised(self, t, y, h, p):
         """The step and what differentiating it needs: (y_new, Y, [J_j], [P_j], factors of M)."""
@@ -168,6 +206,11 @@ class RungeKuttaStepMap:
         if self.use_f:
             d_new = d_new + h * sum(b[i] * (J[i] @ dY[i] + Pdp[i]) for i in range(s))
         return y_new, d_new
+
+    def pullback_bytes(self, n: int, P: int) -> int:
+        """A dense upper bound on what one pullback keeps: [J_j], [df/dp_j] and M's factors."""
+        s = self.tab.c.size
+        return 8 * (s * n * (n + P) + (s * n) ** 2)
 
     def pullback(self, t, y, h, p):
         """(y_new, ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)): one transposed solve with M."""
@@ -261,6 +304,11 @@ class RosenbrockStepMap:
                                  and np.iscomplexobj(self.d.dfdy(t, probe, p))
                                  and np.iscomplexobj(self.d.dfdp(t, probe, p)))
         return self._adjoint
+
+    def pullback_bytes(self, n: int, P: int) -> int:
+        """A dense upper bound on what one pullback keeps: the stages, J and W's factors (the
+        full step Jacobians without complex-capable jac and jac_p)."""
+        return 8 * (self.tab.stages * n + 2 * n * n + n * P)
 
     def pullback(self, t, y, h, p):
         """(y_new, ybar -> (ybar^T dPhi/dy, ybar^T dPhi/dp)): the step, keeping what running it

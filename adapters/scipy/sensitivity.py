@@ -9,9 +9,10 @@ during differentiation: the result is the derivative of the discrete solution ma
 accepted steps, not of the step-size controller.
 
 * ``mode="forward"``: the discrete tangent dy/dp at every output time.
-* ``mode="reverse"``: the discrete adjoint gradient of a scalar ``loss(Y)`` of the outputs,
-  with states checkpointed every ``checkpoint_every`` steps (default sqrt of the step count)
-  and recomputed segment by segment; with ``method="Reversible"`` the states are instead
+* ``mode="reverse"``: the discrete adjoint gradient of a scalar ``loss(Y)`` of the outputs;
+  every step's pullback is kept when they fit in ``PULLBACK_MEMORY``, otherwise states are
+  checkpointed every ``checkpoint_every`` steps (default sqrt of the step count) and
+  recomputed segment by segment; with ``method="Reversible"`` the states are instead
   rebuilt backwards by the reversible step, so memory does not grow with the step count.
 """
 
@@ -83,7 +84,8 @@ def solve_ivp_sensitivity(fun, t_span, y0, p, method="RadauIIA5", t_eval=None, m
     loss_grad : callable ``loss_grad(Y) -> (n, len(t))``; complex step of ``loss`` if absent.
     jac, jac_p : callables ``(t, y, p) -> df/dy (n, n)``, ``-> df/dp (n, P)``; complex-step
         differentiation of ``fun`` (exact) or central differences (warned) if absent.
-    checkpoint_every : int, states kept every this many steps in reverse mode.
+    checkpoint_every : int, states kept every this many steps in reverse mode (default: every
+        step's pullback in one pass when they fit in 256 MB, else sqrt of the step count).
     autonomous : bool, skip the f_t term of Rosenbrock methods.
     base, coupling : for ``method="Reversible"``.
 
@@ -312,30 +314,44 @@ def _finish_loss(result, Y, loss, loss_grad):
     return G
 
 
+#: Reverse mode keeps every step's pullback in one pass when they fit in this many bytes (a
+#: dense upper bound), instead of checkpoints every sqrt(N) steps and a second replay.
+PULLBACK_MEMORY = 2**28
+
+
 def _reverse(result, phi, steps, out_index, y0, p, loss, loss_grad, every):
-    n_steps = steps.size - 1
+    n_steps, n = steps.size - 1, y0.size
+    if every is None and n_steps * phi.pullback_bytes(n, p.size) <= PULLBACK_MEMORY:
+        every = max(n_steps, 1)                  # everything fits: one pass, no recomputation
     every = _checkpoint_interval(every, n_steps)
+    keep_all = every >= n_steps
     wanted = set(out_index.tolist())
-    checkpoints, outputs = {0: y0}, {}
+    checkpoints, outputs, kept = {0: y0}, {}, []
     y = y0
     if 0 in wanted:
         outputs[0] = y
     for k in range(n_steps):
-        y, _, _ = phi(steps[k], y, steps[k + 1] - steps[k], p, derivatives=False)
+        if keep_all:
+            y, back = phi.pullback(steps[k], y, steps[k + 1] - steps[k], p)
+            kept.append(back)
+        else:
+            y, _, _ = phi(steps[k], y, steps[k + 1] - steps[k], p, derivatives=False)
         if (k + 1) % every == 0:
             checkpoints[k + 1] = y
         if k + 1 in wanted:
             outputs[k + 1] = y
     Y = np.array([outputs[k] for k in out_index.tolist()]).T
     seeds = _seed(out_index, _finish_loss(result, Y, loss, loss_grad))
-    ybar = np.array(seeds.get(n_steps, np.zeros(y0.size)), dtype=float)
+    ybar = np.array(seeds.get(n_steps, np.zeros(n)), dtype=float)
     pbar = np.zeros(p.size)
     for start in range((n_steps - 1) // every * every, -1, -every):
         stop = min(start + every, n_steps)
-        y, pullbacks = checkpoints[start], []
-        for k in range(start, stop):  # recompute the segment, keeping what each step's adjoint needs
-            y, back = phi.pullback(steps[k], y, steps[k + 1] - steps[k], p)
-            pullbacks.append(back)
+        pullbacks = kept
+        if not keep_all:  # recompute the segment, keeping what each step's adjoint needs
+            y, pullbacks = checkpoints[start], []
+            for k in range(start, stop):
+                y, back = phi.pullback(steps[k], y, steps[k + 1] - steps[k], p)
+                pullbacks.append(back)
         for k in range(stop - 1, start - 1, -1):
             ybar, dp = pullbacks[k - start](ybar)
             pbar += dp
