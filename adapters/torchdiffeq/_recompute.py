@@ -44,11 +44,12 @@ def recomputable_parameters(func, output: torch.Tensor) -> tuple | None:
 
 
 class Recomputed(torch.autograd.Function):
-    """``Recomputed.apply(run, sink, n_inputs, *inputs, *params)``: ``run(*inputs) -> (out,
-    extra)`` without autograd, ``extra`` (not differentiated) appended to the list ``sink``.
-    The backward pass runs it again with autograd from the saved inputs and differentiates
-    ``out`` with respect to the inputs and ``params`` (which ``run`` reaches through ``func``),
-    so the graph between steps holds one node per step."""
+    """``Recomputed.apply(run, sink, n_inputs, *inputs, *params)``: ``run(*inputs) -> (outputs,
+    extra)`` without autograd, ``outputs`` a tuple of tensors, ``extra`` (not differentiated)
+    appended to the list ``sink``.  The backward pass runs it again with autograd from the
+    saved inputs and differentiates the outputs with respect to the inputs and ``params``
+    (which ``run`` reaches through ``func``), so the graph between steps holds one node per
+    step."""
 
     @staticmethod
     def forward(ctx, run, sink, n_inputs, *args):
@@ -56,18 +57,20 @@ class Recomputed(torch.autograd.Function):
         ctx.run, ctx.params = run, args[n_inputs:]
         ctx.save_for_backward(*inputs)
         with torch.no_grad():
-            out, extra = run(*inputs)
+            outputs, extra = run(*inputs)
         sink.append(extra)
-        return out
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, *grads):
         needs = ctx.needs_input_grad[3:]
         inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, needs)]
         wanted = [x for x, need in zip([*inputs, *ctx.params], needs) if need]
         with torch.enable_grad():
-            out, _ = ctx.run(*inputs)
-            grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True, retain_graph=True)
-                         if wanted and out.requires_grad else [None] * len(wanted))
-        return (None, None, None, *(next(grads) if need else None for need in needs))
+            outputs, _ = ctx.run(*inputs)
+            pairs = [(out, g) for out, g in zip(outputs, grads) if out.requires_grad]
+            found = (torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True,
+                                         retain_graph=True) if wanted and pairs else [None] * len(wanted))
+        found = iter(found)
+        return (None, None, None, *(next(found) if need else None for need in needs))

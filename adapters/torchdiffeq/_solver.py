@@ -341,31 +341,27 @@ class StiffSolver:
 
     def _recomputed_step(self, state, h, params):
         """(step, new state) with no graph kept inside the step: backpropagation holds its
-        inputs (t, y, f(t, y), h) and rebuilds it, and f at the new state likewise.  The
-        recomputation sees the same discontinuity window; steps are deterministic in those
-        inputs, so it reproduces the step exactly."""
-        window, t, h_state = self.field.window, state.t, h.to(self.dtype)
+        inputs (t, y, f(t, y), h) and rebuilds the step and f at its end.  The recomputation
+        sees the same discontinuity window; steps are deterministic in those inputs, so it
+        reproduces the step exactly."""
+        window, t = self.field.window, state.t
 
-        def run(t, y, f, h):
+        def run(t, y, f, h):     # h in the time dtype, the stages take it in the state's
             with self.field.between(*window):
-                step = self.stepper.step(Point(self.field, t, y, f), h)
-            return step.y, step.error
-
-        def f_at(t, y):
-            with self.field.between(*window):
-                return self.field(t, y), None
+                step = self.stepper.step(Point(self.field, t, y, f), h.to(y.dtype))
+                if not bool(torch.all(torch.isfinite(step.y))):   # no f at a NaN state: the step fails
+                    return (step.y, torch.full_like(step.y, math.nan)), step.error
+                return (step.y, self.field(t + h, step.y)), step.error
 
         errors: list = []
-        y1 = Recomputed.apply(run, errors, 4, t, state.y, state.f, h_state, *params)
+        y1, f1 = Recomputed.apply(run, errors, 4, t, state.y, state.f, h, *params)
         self._check_finite(y1, t, "the step produced", failure=True)
-        t1 = t + h
-        new = Point(self.field, t1, y1, Recomputed.apply(f_at, [], 2, t1, y1, *params))
 
         def increments():   # event location only: the step once more, with its graph
             with self.field.between(*window):
-                return self.stepper.step(Point(self.field, t, state.y, state.f), h_state).increments()
+                return self.stepper.step(Point(self.field, t, state.y, state.f), h.to(self.dtype)).increments()
 
-        return Step(y1, errors[0], increments), new
+        return Step(y1, errors[0], increments), Point(self.field, t + h, y1, f1)
 
     @staticmethod
     def _land(state, t):
