@@ -50,6 +50,16 @@ def blas_threads_for(rows: int):
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def dense_lu(matrix, singular: str):
+    """LAPACK's (lu, piv) of ``matrix``; SingularMatrixError(``singular``) when a pivot is
+    non-finite or below eps times the largest."""
+    lu, piv = lu_factor(matrix, check_finite=False)
+    diag = np.abs(np.diag(lu))
+    if not np.all(np.isfinite(lu)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):
+        raise SingularMatrixError(singular)
+    return lu, piv
+
+
 def shifted(shift, J):
     """shift I - J, sparse (CSC) when J is sparse and dense otherwise."""
     if issparse(J):
@@ -68,10 +78,7 @@ class Factorised:
             self.lu = superlu(matrix)
             self.complex = np.iscomplexobj(self.lu.U.data)
         else:
-            self.lu = lu_factor(matrix, check_finite=False)
-            diag = np.abs(np.diag(self.lu[0]))
-            if not np.all(np.isfinite(diag)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):
-                raise SingularMatrixError("the stage matrix is singular")
+            self.lu = dense_lu(matrix, "the stage matrix is singular")
             self.complex = np.iscomplexobj(self.lu[0])
 
     def solve(self, b, transpose: bool = False):
@@ -209,10 +216,7 @@ class ShiftedLU:
         if self.sparse:
             pattern = self.solver.jacobian.pattern   # known with jac_sparsity; a sparse jac is checked
             return superlu(matrix, None if pattern is None else pattern.symmetric)
-        lu, piv = lu_factor(matrix, check_finite=False)
-        diag = np.abs(np.diag(lu))
-        if not np.all(np.isfinite(lu)) or diag.min() <= np.finfo(float).eps * max(diag.max(), 1e-300):
-            raise SingularMatrixError("Newton matrix is singular")
+        lu, piv = dense_lu(matrix, "Newton matrix is singular")
         (getrs,) = get_lapack_funcs(("getrs",), (lu,))
         return lu, piv, getrs
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.interpolate import barycentric_interpolate
 from scipy.sparse import identity as sp_identity
 from scipy.sparse import issparse
 from scipy.sparse import kron as sp_kron
@@ -107,31 +108,26 @@ class RungeKuttaStepMap:
             self.c_y, self.use_f = 1.0 - self.w.sum(), False
         else:
             self.c_y, self.w, self.use_f = 1.0, np.zeros(s), True
-        nodes = np.r_[0.0, tableau.c]
         # Newton starts from the previous step's stage polynomial where its nodes are distinct
-        self._extrapolates = not tableau.is_explicit and np.unique(nodes).size == nodes.size
-        self._previous = None   # (its end time, start time, step, [y, Y_1..Y_s]) of the last step solved
+        self._nodes = np.r_[0.0, tableau.c]
+        self._extrapolates = not tableau.is_explicit and np.unique(self._nodes).size == self._nodes.size
+        self._previous = None   # (start time, step, [y, Y_1..Y_s]) of the last step solved
 
-    def _follows(self, t) -> bool:
-        """Whether a step from t continues the last one solved (its t + h, up to rounding)."""
-        if self._previous is None:
+    def _continues(self, t) -> bool:
+        """Whether a step from t continues the last one solved (its t + h, up to rounding) and
+        the tableau lets its stage polynomial be extrapolated."""
+        if not self._extrapolates or self._previous is None:
             return False
-        end, _, h_prev, _ = self._previous
-        return abs(end - t) <= 8 * EPS * max(abs(t), abs(h_prev))
+        t_prev, h_prev, _ = self._previous
+        return abs(t_prev + h_prev - t) <= 8 * EPS * max(abs(t), abs(h_prev))
 
     def _guess(self, t, y, h):
-        """Stage values to start Newton from: the polynomial through the previous step's start
-        and stage values, evaluated at this step's stage times and shifted to pass through y (as
-        RADAU5 starts its Newton iteration, Hairer & Wanner IV.8); y itself otherwise."""
-        s = self.tab.c.size
-        if not (self._extrapolates and self._follows(t)):
-            return np.tile(y, s)
-        _, t_prev, h_prev, values = self._previous
-        nodes = np.r_[0.0, self.tab.c]
-        x = np.r_[(t - t_prev) / h_prev, (t + self.tab.c * h - t_prev) / h_prev]
-        basis = np.array([[np.prod([(xi - nodes[m]) / (nodes[k] - nodes[m]) for m in range(nodes.size) if m != k])
-                           for k in range(nodes.size)] for xi in x])             # Lagrange, (1 + s, 1 + s)
-        at = basis @ values
+        """Stage values to start Newton from after the last step: the polynomial through its
+        start and stage values at this step's stage times, shifted to pass through y (as RADAU5
+        starts its Newton iteration, Hairer & Wanner IV.8)."""
+        t_prev, h_prev, values = self._previous
+        x = (np.r_[t, t + self.tab.c * h] - t_prev) / h_prev
+        at = barycentric_interpolate(self._nodes, values, x, axis=0)
         return (at[1:] - at[0] + y).ravel()
 
     def _stages(self, t, y, h, p):
@@ -153,15 +149,25 @@ class RungeKuttaStepMap:
             return self._matrix(h, [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)])
 
         failure = f"stage equations did not converge to round-off at t = {t}, h = {h}"
-        guess = self._guess(t, y, h)
+        cold = np.tile(y, s)
+        continues = self._continues(t)
         try:
-            Y = newton_to_roundoff(residual, matrix, guess, failure).reshape(s, n)
+            Y = newton_to_roundoff(residual, matrix, self._guess(t, y, h) if continues else cold, failure)
         except StepFailed:
-            if not (self._extrapolates and self._follows(t)):
+            if not continues:
                 raise
-            Y = newton_to_roundoff(residual, matrix, np.tile(y, s), failure).reshape(s, n)  # a wild extrapolation
-        self._previous = (t + h, t, h, np.vstack([y, Y]))
+            Y = newton_to_roundoff(residual, matrix, cold, failure)   # a wild extrapolation
+        Y = Y.reshape(s, n)
+        self._previous = (t, h, np.vstack([y, Y]))
         return Y
+
+    def _new_state(self, t, y, h, p, Y):
+        """y_new from the stage values (see the class docstring)."""
+        y_new = self.c_y * y + self.w @ Y
+        if self.use_f:
+            c = self.tab.c
+            y_new = y_new + h * self.tab.b @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(c.size)])
+        return y_new
 
     def _matrix(self, h, J):
         """M = I - h [a_ij J_j], (s n) x (s n), sparse when the J_j are."""
@@ -188,10 +194,7 @@ class RungeKuttaStepMap:
         J = [self.d.dfdy(t + c[j] * h, Y[j], p) for j in range(s)]
         P = [self.d.dfdp(t + c[j] * h, Y[j], p) for j in range(s)]
         lu = factorised(self._matrix(h, J), f"at t = {t}, h = {h}")
-        y_new = self.c_y * y + self.w @ Y
-        if self.use_f:
-            y_new = y_new + h * self.tab.b @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(s)])
-        return y_new, Y, J, P, lu
+        return self._new_state(t, y, h, p, Y), Y, J, P, lu
 
     def tangent(self, t, y, h, p, dy, dp):
         """(y_new, dPhi/dy dy + dPhi/dp dp) for directions dy (n, m) and dp (P, m); dp = None is
@@ -231,18 +234,10 @@ class RungeKuttaStepMap:
         p_out += sum(P[j].T @ weighted[j] for j in range(s))
         return self.c_y * ybar + lam.sum(axis=0), p_out
 
-    def vjp(self, t, y, h, p, ybar):
-        return self.pullback(t, y, h, p)[1](ybar)
-
     def __call__(self, t, y, h, p, derivatives: bool = True):
         """(y_new, dPhi/dy, dPhi/dp), or (y_new, None, None) without derivatives."""
         if not derivatives:
-            Y = self._stages(t, y, h, p)
-            y_new = self.c_y * y + self.w @ Y
-            if self.use_f:
-                c = self.tab.c
-                y_new = y_new + h * self.tab.b @ np.array([self.d.f(t + c[i] * h, Y[i], p) for i in range(Y.shape[0])])
-            return y_new, None, None
+            return self._new_state(t, y, h, p, self._stages(t, y, h, p)), None, None
         return _full_jacobians(self, t, y, h, p)
 
 

@@ -36,9 +36,7 @@ def recomputable_parameters(func, output: torch.Tensor) -> tuple | None:
     detached) reaches, else None (f differentiates through tensors it does not own)."""
     params = tuple(p for p in func.parameters() if p.requires_grad) if isinstance(func, torch.nn.Module) else ()
     owned = {id(p) for p in params}
-    if not output.requires_grad:
-        return params
-    if all(id(leaf) in owned for leaf in differentiated_leaves(output)):
+    if not output.requires_grad or all(id(leaf) in owned for leaf in differentiated_leaves(output)):
         return params
     return None
 

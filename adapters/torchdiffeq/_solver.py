@@ -349,13 +349,11 @@ class StiffSolver:
         def run(t, y, f, h):     # h in the time dtype, the stages take it in the state's
             with self.field.between(*window):
                 step = self.stepper.step(Point(self.field, t, y, f), h.to(y.dtype))
-                if not bool(torch.all(torch.isfinite(step.y))):   # no f at a NaN state: the step fails
-                    return (step.y, torch.full_like(step.y, math.nan)), step.error
+                self._check_finite(step.y, t, "the step produced", failure=True)   # before f there
                 return (step.y, self.field(t + h, step.y)), step.error
 
         errors: list = []
         y1, f1 = Recomputed.apply(run, errors, 4, t, state.y, state.f, h, *params)
-        self._check_finite(y1, t, "the step produced", failure=True)
 
         def increments():   # event location only: the step once more, with its graph
             with self.field.between(*window):

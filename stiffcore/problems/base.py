@@ -136,7 +136,8 @@ class MassActionNetwork:
     def _slot_map(self):
         """Sparse (n n, order R): entry (i n + reactant[j, a], a R + j) is S[i, j], so that
         df/dy = S dr/dy is one product with the slot products k_j prod_{b != a} y[reactant[j, b]]
-        (np.add.at and a dense S @ dr/dy took 1.5 ms a call on GRI-Mech, this takes ~20 us)."""
+        (np.add.at and a dense S @ dr/dy took 1.5 ms a call on GRI-Mech; now jac takes 52 us, the
+        product 12 us of it)."""
         from scipy.sparse import csr_matrix
 
         n, (reactions, order) = self.n, self.reactants.shape
