@@ -13,7 +13,8 @@ fresh process, so ``peak MiB`` (VmHWM) is that configuration's own.  The error i
 ||g - g_ref|| / ||g_ref|| against SciPy RadauIIA5's discrete adjoint at rtol 1e-10 (checked
 against CVODES at rtol 1e-10 in the same table).  A second table: SciPy forward and reverse
 sensitivities against the number of parameters P at fixed n (GRI, the first P rate
-constants) and against n at fixed P = 1 (1D Brusselator, sparse jac).  Writes
+constants) and against n at fixed P = 1 (1D Brusselator, sparse jac).  A third: the memory torch
+backpropagation holds a step on GRI, with and without ``recompute_steps``.  Writes
 ``benchmarks/out/mechanism_gradients.png``.
 """
 
@@ -77,7 +78,22 @@ def run_solve(problem, times, method):
     return time.perf_counter() - start, None, s.t.size
 
 
-def run_torch(problem, times, method):
+def resident_bytes() -> int:
+    """This process's resident set after a collection and ``malloc_trim`` (freed heap handed
+    back, so what remains is what is held)."""
+    import ctypes
+    import gc
+    import os
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_torch(problem, times, method, **options):
+    """Backpropagation through ``odeint``: (seconds of solve and backward, gradient, accepted
+    steps, bytes the graph holds after the forward pass)."""
     import torch
     from torchdiffeq import odeint
 
@@ -100,10 +116,14 @@ def run_torch(problem, times, method):
     func = Kinetics()
     t = torch.tensor(np.r_[0.0, times], dtype=torch.float64)
     y0 = torch.tensor(problem.y0, dtype=torch.float64)
+    before = resident_bytes()
     start = time.perf_counter()
-    sol = odeint(func, y0, t, method=method, rtol=RTOL, atol=ATOL)
+    sol = odeint(func, y0, t, method=method, rtol=RTOL, atol=ATOL, options=options)
+    forward_s = time.perf_counter() - start
+    graph = resident_bytes() - before
+    start = time.perf_counter()
     ((sol[1:] ** 2).sum()).backward()
-    return time.perf_counter() - start, func.p.grad.numpy(), func.steps
+    return forward_s + time.perf_counter() - start, func.p.grad.numpy(), func.steps, graph
 
 
 def run_jax(problem, times, method):
@@ -182,20 +202,21 @@ def run_differences(problem, times, chosen):
 
 def one(config: dict) -> dict:
     problem, times = mechanism(config["mechanism"])
-    kind, compile_s = config["kind"], None
+    kind, compile_s, graph = config["kind"], None, None
     if kind == "solve":
         seconds, grad, steps = run_solve(problem, times, config["method"])
     elif kind == "scipy":
         seconds, grad, steps = run_scipy(problem, times, config["method"], config["mode"], *config.get("tol", ()))
     elif kind == "torch":
-        seconds, grad, steps = run_torch(problem, times, config["method"])
+        times = times[times <= config.get("until", times[-1])]
+        seconds, grad, steps, graph = run_torch(problem, times, config["method"], **config.get("options", {}))
     elif kind == "jax":
         seconds, grad, steps, compile_s = run_jax(problem, times, config["method"])
     elif kind == "casadi":
         seconds, grad, steps = run_casadi(problem, times, *config.get("tol", ()))
     else:
         seconds, grad, steps = run_differences(problem, times, config["chosen"])
-    return dict(seconds=seconds, compile=compile_s, peak=process_status_kib("VmHWM") / 1024, steps=steps,
+    return dict(seconds=seconds, compile=compile_s, graph=graph, peak=process_status_kib("VmHWM") / 1024, steps=steps,
                 grad=None if grad is None else np.asarray(grad, dtype=float).tolist())
 
 
@@ -246,6 +267,30 @@ def mechanism_table(name: str, with_torch: bool, with_jax: bool) -> list:
         rows.append(row)
     print(table(["mechanism", "gradient path", "seconds", "x RadauIIA5 solve", "compile s", "peak MiB", "steps",
                  "rel. error vs ref"], rows))
+    return rows
+
+
+def torch_memory_table(name: str) -> list:
+    """What torch backpropagation holds a step: the graph's bytes after the forward pass to
+    1e-3 s and to the end, their difference over the difference in steps (the first step's
+    graph, kept whatever the option, cancels), against 4 x the state and stages."""
+    from stiffcore import get_method
+    from stiffcore.report import table
+
+    n = mechanism(name)[0].y0.size
+    rows = []
+    for method in ("rodas5p", "radau_iia5"):
+        for recompute in (False, True):
+            short, full = (spawn(dict(mechanism=name, kind="torch", method=method, until=until,
+                                      options=dict(recompute_steps=recompute))) for until in (1e-3, 1.0))
+            per_step = (full["graph"] - short["graph"]) / (full["steps"] - short["steps"])
+            target = 4 * (1 + get_method(method).stages) * n * 8
+            row = [name, method, recompute, full["steps"], full["graph"] / 2**20, per_step / 1024, target / 1024,
+                   full["seconds"]]
+            stream_row(row)
+            rows.append(row)
+    print(table(["mechanism", "method", "recompute_steps", "steps", "graph MiB", "KiB a step",
+                 "target KiB (4 x state and stages)", "solve + backward s"], rows))
     return rows
 
 
@@ -331,6 +376,8 @@ def main(argv=None) -> None:
         return
     results = {name: mechanism_table(name, not args.skip_torch, not args.skip_jax)
                for name in args.mechanisms.split(",")}
+    if not args.skip_torch:
+        torch_memory_table("gri30")
     plot(results, scaling_table())
 
 
