@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.interpolate import barycentric_interpolate
+from numpy.polynomial.polynomial import polyvander
 from scipy.sparse import identity as sp_identity
 from scipy.sparse import issparse
 from scipy.sparse import kron as sp_kron
@@ -109,8 +109,12 @@ class RungeKuttaStepMap:
         else:
             self.c_y, self.w, self.use_f = 1.0, np.zeros(s), True
         # Newton starts from the previous step's stage polynomial where its nodes are distinct
-        self._nodes = np.r_[0.0, tableau.c]
-        self._extrapolates = not tableau.is_explicit and np.unique(self._nodes).size == self._nodes.size
+        # (the polynomial through them is fixed by a Vandermonde inverse formed once: scipy's
+        # barycentric weights come from a random node order, which made replays differ in the
+        # last bits from one call to the next)
+        nodes = np.r_[0.0, tableau.c]
+        self._extrapolates = not tableau.is_explicit and np.unique(nodes).size == nodes.size
+        self._to_coefficients = np.linalg.inv(polyvander(nodes, s)) if self._extrapolates else None
         self._previous = None   # (start time, step, [y, Y_1..Y_s]) of the last step solved
 
     def _continues(self, t) -> bool:
@@ -127,7 +131,7 @@ class RungeKuttaStepMap:
         starts its Newton iteration, Hairer & Wanner IV.8)."""
         t_prev, h_prev, values = self._previous
         x = (np.r_[t, t + self.tab.c * h] - t_prev) / h_prev
-        at = barycentric_interpolate(self._nodes, values, x, axis=0)
+        at = polyvander(x, self.tab.c.size) @ (self._to_coefficients @ values)
         return (at[1:] - at[0] + y).ravel()
 
     def _stages(self, t, y, h, p):
