@@ -65,6 +65,9 @@ class Step:
     #: h K_j for Runge-Kutta, the transformed stages k_j for Rosenbrock), stacked (s, B, n) only
     #: when asked for: steps land on the outputs, and only event location looks between them
     increments: Callable[[], torch.Tensor] | None = None
+    #: v -> (I - h gamma J)^-1 v with the step's own matrix, no gradient: filters the defects of
+    #: the interpolation error estimate (:func:`stiffcore.catalogue.dense.value_and_scaled_slope`)
+    stiff_filter: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 _WEIGHTS: dict = {}
@@ -87,6 +90,14 @@ def _weighted(rows, vectors):
     if weights is None:
         weights = _WEIGHTS[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
     return (weights @ torch.stack([v for _, v in terms]).flatten(1)).view_as(like)
+
+
+def _without_gradient(fn):
+    """``fn`` run without autograd on a detached input (error estimates carry no gradient)."""
+    def run(v):
+        with torch.no_grad():
+            return fn(v.detach())
+    return run
 
 
 class _ImplicitStages(torch.autograd.Function):
@@ -202,7 +213,10 @@ class ImplicitRungeKutta:
                 K[i] = _weighted(block.a_block_inv[r], [(Y[k] - psi[k]) / h for k in range(len(idx))])
             Y_last = Y[-1]
         y1 = Y_last if sch.solution_is_last_stage else p.y + h * _weighted(sch.b, K)
-        return Step(y1, self._error(p, h, K, newton_of), lambda: h * torch.stack(K))
+        stiff_filter = None
+        if sch.defect_filter:
+            stiff_filter = _without_gradient(lambda v: newton_of(np.array([[sch.defect_filter]])).solve(v))
+        return Step(y1, self._error(p, h, K, newton_of), lambda: h * torch.stack(K), stiff_filter)
 
     def _newton(self, p, h, block, psi, guess, newton):
         """Y_i = psi_i + h sum_j a_ij f(Y_j), i, j in the block: simplified Newton with the
@@ -329,7 +343,9 @@ class Rosenbrock:
         if self.error_weights is not None:
             with torch.no_grad():
                 error = _weighted(self.error_weights, [v.detach() for v in k])
-        return Step(y1, error, lambda: torch.stack(k))
+        # (I - h gamma J)^-1 = (I / (h gamma) - J)^-1 / (h gamma): the stages' own solve
+        h_gamma = blockwise(h.detach() * float(self.gamma))[..., 0]
+        return Step(y1, error, lambda: torch.stack(k), _without_gradient(lambda v: solve(v) / h_gamma))
 
 
     def _stage_solver(self, p: Point, h):
