@@ -26,7 +26,7 @@ import numpy as np
 from _common import figure_tools, save, stream_row
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from helpers import HIRES_T1, HIRES_Y0, step_end_reference  # noqa: E402  (the tests' reference)
+from helpers import HIRES_RATES, HIRES_T1, HIRES_Y0, hires, step_end_reference  # noqa: E402  (the tests')
 
 RTOLS = (1e-6, 1e-8)
 REPEATS = 5
@@ -39,21 +39,16 @@ def rober(t, y, p):
                       p[1] * y[1] * y[1]])
 
 
-def hires(t, y, p):
+def hires_jax(t, y, p):
     """HIRES (tests/helpers.py) with 1.71, 280 and 8.32 as parameters p."""
     import jax.numpy as jnp
 
-    r = p[1] * y[5] * y[7]
-    return jnp.stack([
-        -p[0] * y[0] + 0.43 * y[1] + p[2] * y[2] + 0.0007, p[0] * y[0] - 8.75 * y[1],
-        -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4], p[2] * y[1] + p[0] * y[2] - 1.12 * y[3],
-        -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6], -r + 0.69 * y[3] + p[0] * y[4] - 0.43 * y[5] + 0.69 * y[6],
-        r - 1.81 * y[6], -r + 1.81 * y[6]])
+    return hires(t, y, jnp, p)
 
 
 PROBLEMS = {
     "ROBER": (rober, np.array([1.0, 0.0, 0.0]), np.array([0.04, 3e7, 1e4]), np.logspace(-5, 5, 50)),
-    "HIRES": (hires, HIRES_Y0, np.array([1.71, 280.0, 8.32]), np.linspace(HIRES_T1 / 50, HIRES_T1, 50)),
+    "HIRES": (hires_jax, HIRES_Y0, HIRES_RATES, np.linspace(HIRES_T1 / 50, HIRES_T1, 50)),
 }
 
 

@@ -108,17 +108,22 @@ def large_linear_system(rates, seed: int = 0) -> np.ndarray:
     return (q * rates) @ q.T
 
 
-def hires(t, y, xp=np):
+#: HIRES's rate constants 1.71, 280 and 8.32, the parameters its benchmarks differentiate
+HIRES_RATES = np.array([1.71, 280.0, 8.32])
+
+
+def hires(t, y, xp=np, p=HIRES_RATES):
     """HIRES (Schafer 1975; the IVP test set's 8-species plant physiology problem, written
-    from its published equations), on [0, 321.8122] from HIRES_Y0."""
-    r = 280.0 * y[5] * y[7]
+    from its published equations), on [0, 321.8122] from HIRES_Y0; ``p`` its rate constants
+    1.71, 280 and 8.32 (any array library with ``stack``)."""
+    r = p[1] * y[5] * y[7]
     return xp.stack([
-        -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
-        1.71 * y[0] - 8.75 * y[1],
+        -p[0] * y[0] + 0.43 * y[1] + p[2] * y[2] + 0.0007,
+        p[0] * y[0] - 8.75 * y[1],
         -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
-        8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+        p[2] * y[1] + p[0] * y[2] - 1.12 * y[3],
         -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
-        -r + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+        -r + 0.69 * y[3] + p[0] * y[4] - 0.43 * y[5] + 0.69 * y[6],
         r - 1.81 * y[6],
         -r + 1.81 * y[6],
     ])
