@@ -310,14 +310,16 @@ def plot(rows):
     plt, out = tools
     for problem in PROBLEMS:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for (eco, method) in sorted({(r["ecosystem"], r["method"]) for r in rows if r["problem"] == problem}):
+        series = sorted({(r["ecosystem"], r["method"]) for r in rows if r["problem"] == problem})
+        for k, (eco, method) in enumerate(series):
             pts = sorted((r["error"] * r["rtol"], r["solve"], r["grad"]) for r in rows
                          if r["problem"] == problem and r["ecosystem"] == eco and r["method"] == method)
             e, solve, grad = zip(*pts)
             style = "s--" if method in ANCHORS.values() or method == "LSODA" else "o-"
-            axes[0].loglog(e, solve, style, label=f"{eco} {method}", markersize=4)
+            look = dict(label=f"{eco} {method}", markersize=4, color=plt.cm.tab20(k % 20))
+            axes[0].loglog(e, solve, style, **look)
             if all(g is not None for g in grad):
-                axes[1].loglog(e, grad, style, label=f"{eco} {method}", markersize=4)
+                axes[1].loglog(e, grad, style, **look)
         for ax, what in zip(axes, ("solve", "gradient")):
             ax.set(title=f"{problem}: {what}", xlabel="weighted error x rtol at the outputs", ylabel="seconds")
             ax.grid(True, alpha=0.3)
