@@ -63,7 +63,8 @@ class Step:
     error: torch.Tensor | None          # detached local error estimate on the (B, n) layout
     #: the increments the method's continuous extension acts on (:mod:`stiffcore.catalogue.dense`:
     #: h K_j for Runge-Kutta, the transformed stages k_j for Rosenbrock), stacked (s, B, n) only
-    #: when asked for: steps land on the outputs, and only event location looks between them
+    #: when asked for: steps land on the outputs, and only event location and the interpolation
+    #: error estimate look between them
     increments: Callable[[], torch.Tensor] | None = None
     #: v -> (I - h gamma J)^-1 v with the step's own matrix, no gradient: filters the defects of
     #: the interpolation error estimate (:func:`stiffcore.catalogue.dense.value_and_scaled_slope`)
