@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "out"
@@ -45,3 +46,16 @@ def process_status_kib(field: str) -> float:
             if line.startswith(field + ":"):
                 return float(line.split()[1])
     raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def compiled_and_warm(fn, *args):
+    """(seconds of the first call, which compiles, seconds of a second, warm call, its result)
+    of a jitted JAX function."""
+    import jax
+
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return compile_s, time.perf_counter() - start, out

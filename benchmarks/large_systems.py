@@ -62,7 +62,7 @@ def bandwidth(S) -> int:
 
 def run_case(case):
     """(seconds, peak RSS in MiB, y(T), steps, compile s, gradient s) of one case, in this process."""
-    from _common import process_status_kib
+    from _common import compiled_and_warm, process_status_kib
 
     name, size, backend = case
     rtol, atol = RTOL[name]
@@ -91,19 +91,9 @@ def run_case(case):
             sol = solve(p)
             return sol.ys[-1], sol.stats["num_steps"]
 
-        fn = jax.jit(final)
-        start = time.perf_counter()
-        jax.block_until_ready(fn(p0))
-        compile_s = time.perf_counter() - start
-        start = time.perf_counter()
-        y, steps = jax.block_until_ready(fn(p0))
-        seconds = time.perf_counter() - start
+        compile_s, seconds, (y, steps) = compiled_and_warm(jax.jit(final), p0)
         if "grad" in backend:
-            grad = jax.jit(jax.grad(lambda p: jnp.sum(solve(p).ys[-1] ** 2)))
-            jax.block_until_ready(grad(p0))
-            start = time.perf_counter()
-            jax.block_until_ready(grad(p0))
-            grad_s = time.perf_counter() - start
+            _, grad_s, _ = compiled_and_warm(jax.jit(jax.grad(lambda p: jnp.sum(solve(p).ys[-1] ** 2))), p0)
         y, steps = np.asarray(y), int(steps)
     elif backend.startswith("torch"):
         import torch

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import figure_tools, process_status_kib, save, stream_row  # noqa: E402
+from benchmarks._common import compiled_and_warm, figure_tools, process_status_kib, save, stream_row  # noqa: E402
 
 RTOL, ATOL = 1e-6, 1e-10
 MECHANISMS = {"gri30": ("gri30.yaml", "CH4:1, O2:2, N2:7.52", (-5, -1)),
@@ -144,14 +144,8 @@ def run_jax(problem, times, method):
                                   max_steps=100_000, stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL))
         return jnp.sum(sol.ys ** 2), sol.stats["num_accepted_steps"]
 
-    gradient = jax.jit(jax.grad(solve, has_aux=True))
-    p = jnp.asarray(problem.params)
-    start = time.perf_counter()
-    jax.block_until_ready(gradient(p))
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    grad, steps = jax.block_until_ready(gradient(p))
-    seconds = time.perf_counter() - start
+    compile_s, seconds, (grad, steps) = compiled_and_warm(jax.jit(jax.grad(solve, has_aux=True)),
+                                                          jnp.asarray(problem.params))
     return seconds, np.asarray(grad), int(steps), compile_s
 
 

@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from stiffcore.catalogue import get_method
 from stiffcore.catalogue.dense import (
-    DEFECT_THETAS, HERMITE, controls_interpolation, dense_matrix, interpolation_order, value_and_scaled_slope,
+    HERMITE, controls_interpolation, dense_matrix, interpolation_defects, interpolation_order,
 )
 
 from ._steps import KRYLOV, LinearSolve, Step, implicit_rk_step, rosenbrock_step
@@ -228,9 +228,7 @@ def _with_interpolation_error(f, t0, y0, h, coeffs, stiff_filter, error):
     error at a quarter and three quarters of the step: defects filtered by the step's own matrix
     (:func:`stiffcore.catalogue.dense.value_and_scaled_slope`).  Estimates carry no gradient."""
     y0, h, coeffs = (jax.lax.stop_gradient(x) for x in (y0, h, coeffs))
-    for theta in DEFECT_THETAS:
-        u, h_slope = value_and_scaled_slope(y0, coeffs, theta)
-        e = theta * stiff_filter(h_slope - h * f(t0 + theta * h, u))
+    for e in interpolation_defects(y0, coeffs, h, lambda theta, u: f(t0 + theta * h, u), stiff_filter):
         error = jnp.where(jnp.abs(e) > jnp.abs(error), e, error)
     return jax.lax.stop_gradient(error)
 

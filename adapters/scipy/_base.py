@@ -23,7 +23,7 @@ from scipy.integrate._ivp.common import (
 from stiffcore.catalogue import Method, get_method
 from stiffcore.linalg import banded_pattern
 from stiffcore.catalogue.dense import (
-    DEFECT_THETAS, HERMITE, controls_interpolation, value_and_scaled_slope,
+    HERMITE, controls_interpolation, interpolation_defects,
 )
 
 from ._linalg import Jacobian, JacobianAction, KrylovFailure, KrylovSolve, ShiftedLU, SingularMatrixError
@@ -364,9 +364,8 @@ class StiffSolver(OdeSolver):
         extension's error at a quarter and three quarters of the step (defects filtered by the
         step's own matrix; see :func:`stiffcore.catalogue.dense.value_and_scaled_slope`)."""
         coeffs, error = self._extension(h, y, self.f, result), result.error
-        for theta in DEFECT_THETAS:
-            u, h_slope = value_and_scaled_slope(y, coeffs, theta)
-            e = theta * self._interpolation_filter(h, h_slope - h * self.eval_f(t + theta * h, u))
+        for e in interpolation_defects(y, coeffs, h, lambda theta, u: self.eval_f(t + theta * h, u),
+                                       lambda defect: self._interpolation_filter(h, defect)):
             error = np.where(np.abs(e) > np.abs(error), e, error)
         return error
 

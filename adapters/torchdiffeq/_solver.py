@@ -19,7 +19,7 @@ import torch
 from stiffcore.catalogue import get_method
 
 from stiffcore.catalogue.dense import (
-    DEFECT_THETAS, HERMITE, controls_interpolation, dense_matrix, value_and_scaled_slope,
+    HERMITE, controls_interpolation, dense_matrix, interpolation_defects, value_and_scaled_slope,
 )
 
 from ._field import VectorField
@@ -305,10 +305,8 @@ class StiffSolver:
         with torch.no_grad():
             h = after.t - before.t
             coeffs = self._coefficients(before, after, step)
-            y0, h_state = before.y.detach(), h.to(self.dtype)
-            for theta in DEFECT_THETAS:
-                u, h_slope = value_and_scaled_slope(y0, coeffs, theta)
-                e = theta * step.stiff_filter(h_slope - h_state * self.field(before.t + theta * h, u))
+            for e in interpolation_defects(before.y.detach(), coeffs, h.to(self.dtype),
+                                           lambda theta, u: self.field(before.t + theta * h, u), step.stiff_filter):
                 error = torch.where(e.abs() > error.abs(), e, error)
         return error
 

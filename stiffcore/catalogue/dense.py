@@ -105,6 +105,17 @@ def value_and_scaled_slope(y0, coeffs, theta: float):
     return u, slope
 
 
+def interpolation_defects(y0, coeffs, h, f_at, stiff_filter):
+    """The continuous extension's error estimates ``theta (I - h gamma J)^-1 (h u' - h f(t0 +
+    theta h, u))`` at each theta of :data:`DEFECT_THETAS` (see :func:`value_and_scaled_slope`),
+    one at a time, in any framework's arrays: ``f_at(theta, u)`` is f at t0 + theta h and
+    ``stiff_filter`` the step's own (I - h gamma J)^-1.  Every adapter raises its step's
+    estimate to these, component by component, with its framework's ``where``."""
+    for theta in DEFECT_THETAS:
+        u, h_slope = value_and_scaled_slope(y0, coeffs, theta)
+        yield theta * stiff_filter(h_slope - h * f_at(theta, u))
+
+
 #: Stage predictors extrapolate the previous step's extension at most this many of its own
 #: steps ahead (beyond it, a polynomial's extrapolation is a worse guess than a stage value).
 MAX_PREDICTOR_THETA = 3.0
