@@ -206,7 +206,9 @@ def run_torch(name, rtols, repeats, anchor_rtols=None):
     y0_t = torch.as_tensor(y0)
     ref = reference(name)
     rows = []
-    for method in ["rodas5p", "fbdf"]:
+    # "+compiled": options={"compile_step": True}, the step attempt as one torch.compile'd function
+    for label in ["rodas5p", "rodas5p+compiled", "fbdf"]:
+        method, options = label.split("+")[0], ({"compile_step": True} if label.endswith("+compiled") else {})
         for rtol in rtols:
             atol = 1e-4 * rtol
 
@@ -215,20 +217,25 @@ def run_torch(name, rtols, repeats, anchor_rtols=None):
 
             def solve():
                 with torch.no_grad():
-                    return odeint(field(torch.as_tensor(p0)), y0_t, t, method=method, rtol=rtol, atol=atol)
+                    return odeint(field(torch.as_tensor(p0)), y0_t, t, method=method, rtol=rtol, atol=atol,
+                                  options=options)
 
             def gradient():
                 p = torch.as_tensor(p0).clone().requires_grad_(True)
-                ys = odeint(field(p), y0_t, t, method=method, rtol=rtol, atol=atol)
+                ys = odeint(field(p), y0_t, t, method=method, rtol=rtol, atol=atol, options=options)
                 return torch.autograd.grad((ys**2).sum(), p)[0]
 
+            start = time.perf_counter()
+            solve(), gradient()   # warm: the first call of a compiled step compiles it
+            first = time.perf_counter() - start
             solve_s, ys = best_of(repeats, solve)
             grad_s, _ = best_of(repeats, gradient)   # the solve with its graph, then the backward pass
-            solver = SOLVERS[method](field(torch.as_tensor(p0)), y0_t, rtol=rtol, atol=atol)
+            solver = SOLVERS[method](field(torch.as_tensor(p0)), y0_t, rtol=rtol, atol=atol, **options)
             with torch.no_grad():
                 solver.integrate(t)
-            rows.append(dict(problem=name, method=method, rtol=rtol, error=weighted_error(ys[1:].numpy(), ref, rtol),
-                             solve=solve_s, grad=grad_s, compile=None, steps=int(solver.n_steps)))
+            rows.append(dict(problem=name, method=label, rtol=rtol, error=weighted_error(ys[1:].numpy(), ref, rtol),
+                             solve=solve_s, grad=grad_s, compile=max(first - solve_s - grad_s, 0.0),
+                             steps=int(solver.n_steps)))
     return rows
 
 
@@ -296,7 +303,7 @@ def ratios(rows):
             at_acc = time_at_error(rows, r["problem"], anchor, key, r["error"] * r["rtol"])
             row += [None if same is None else r[key] / same[key], None if at_acc is None else r[key] / at_acc]
         jax_twin = next((a for a in rows if a["ecosystem"] == "jax" and a["problem"] == r["problem"]
-                         and a["method"].lower() == r["method"] and a["rtol"] == r["rtol"]), None)
+                         and a["method"].lower() == r["method"].split("+")[0] and a["rtol"] == r["rtol"]), None)
         if r["ecosystem"] == "torch" and jax_twin and jax_twin["steps"] and r["steps"]:
             total = lambda x: x["solve"] + x["grad"]  # noqa: E731
             row += [total(r) / total(jax_twin), (total(r) / r["steps"]) / (total(jax_twin) / jax_twin["steps"])]

@@ -8,6 +8,7 @@ to torchdiffeq's solver table, next to torchdiffeq's own names, which stay untou
     y = odeint(func, y0, t, method="rodas5p", rtol=1e-6, atol=1e-10)
     y = odeint(func, y0, t, method="backward_euler", options={"step_size": 0.01})
     y = odeint(func, y0, t, method="reversible", options={"base": "kvaerno5", "coupling": 0.999})
+    y = odeint(func, y0, t, method="rodas5p", options={"compile_step": True})   # torch.compile'd steps
 
 With torchode installed the adaptive methods are registered there too
 (``torchode.solve_ivp(f, y0, t_eval, method="radau_iia5")``, see :mod:`.torchode`).
@@ -26,6 +27,7 @@ import inspect
 from stiffcore.catalogue import get_method, method_ids
 from stiffcore.report import did_you_mean
 
+from ._compiled import CompileStepUnavailable
 from ._solver import StiffSolver
 from .multistep import MULTISTEP_SOLVERS
 from .reversible import ReversibleSolver, odeint_reversible
@@ -89,4 +91,5 @@ def _with_method_hint(check_inputs):
 
 register()
 
-__all__ = ["SOLVERS", "SOLVER_IDS", "StiffSolver", "ReversibleSolver", "odeint_reversible", "register"]
+__all__ = ["SOLVERS", "SOLVER_IDS", "StiffSolver", "ReversibleSolver", "odeint_reversible", "register",
+           "CompileStepUnavailable"]

@@ -69,6 +69,8 @@ class Step:
     #: v -> (I - h gamma J)^-1 v with the step's own matrix, no gradient: filters the defects of
     #: the interpolation error estimate (:func:`stiffcore.catalogue.dense.value_and_scaled_slope`)
     stiff_filter: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: f at the step's end, where the step computed it (else the solver evaluates it)
+    f_end: torch.Tensor | None = None
 
 
 _WEIGHTS: dict = {}
@@ -87,9 +89,12 @@ def _weighted(rows, vectors):
         return terms[0][0] * terms[0][1]
     like = terms[0][1]
     key = (tuple(w for w, _ in terms), like.dtype, like.device)
-    weights = _WEIGHTS.get(key)
-    if weights is None:
-        weights = _WEIGHTS[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
+    if torch.compiler.is_compiling():   # a constant of the compiled graph, no cache to guard on
+        weights = torch.tensor(key[0], dtype=like.dtype, device=like.device)
+    else:
+        weights = _WEIGHTS.get(key)
+        if weights is None:
+            weights = _WEIGHTS[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
     return (weights @ torch.stack([v for _, v in terms]).flatten(1)).view_as(like)
 
 
@@ -321,32 +326,47 @@ class Rosenbrock:
     def __init__(self, method: Method, field: VectorField, autonomous: bool = False, **_):
         self.method, self.field = method, field
         tab = method.coefficients
-        self.a, self.C, self.m, m_hat = tab.transformed()
-        self.error_weights = None if m_hat is None else self.m - m_hat
-        self.gamma, self.c, self.d = tab.gamma_diag, tab.c, tab.d
+        a, C, m, m_hat = tab.transformed()
+        # plain floats: the stage loop is also traced by torch.compile (:mod:`._compiled`), which
+        # would turn NumPy coefficients into tensors and each float() of them into a graph break
+        self.a, self.C, self.m = a.tolist(), C.tolist(), m.tolist()
+        self.error_weights = None if m_hat is None else (m - m_hat).tolist()
+        self.gamma, self.c, self.d = float(tab.gamma_diag), tab.c.tolist(), tab.d.tolist()
         self.autonomous = autonomous
 
     def step(self, p: Point, h) -> Step:
-        f = self.field
         solve = self._stage_solver(p, h)
-        f_t = None
-        if not self.autonomous and np.any(self.d) and f.depends_on_time(p.t, p.y):
-            f_t = f.time_derivative(p.t, p.y)
+        f_t = self.field.time_derivative(p.t, p.y) if self.needs_time_derivative(p) else None
+        k = self.stages(self.field, p.t, p.y, p.f, h, solve, f_t)
+        y1, error = self.solution_and_error(p.y, k)
+        # (I - h gamma J)^-1 = (I / (h gamma) - J)^-1 / (h gamma): the stages' own solve
+        h_gamma = blockwise(h.detach() * self.gamma)[..., 0]
+        return Step(y1, error, lambda: torch.stack(k), _without_gradient(lambda v: solve(v) / h_gamma))
+
+    def needs_time_derivative(self, p: Point) -> bool:
+        """Whether the stages take the df/dt term (a non-autonomous f, probed once)."""
+        return not self.autonomous and any(self.d) and self.field.depends_on_time(p.t, p.y)
+
+    def stages(self, f, t, y, f0, h, solve, f_t=None) -> list:
+        """The transformed stages k_i = solve(f(t + c_i h, y + sum_j a_ij k_j) + sum_j C_ij k_j / h
+        + h d_i df/dt), ``solve`` applying (I / (h gamma) - J)^-1 (Hairer & Wanner IV.7, eq. 7.25)."""
         k: list = []
-        for i in range(self.c.size):
-            stage_f = p.f if i == 0 else f(p.t + float(self.c[i]) * h, p.y + _weighted(self.a[i, :i], k))
-            rhs = stage_f if i == 0 else stage_f + _weighted(self.C[i, :i], k) / h
+        for i in range(len(self.c)):
+            stage_f = f0 if i == 0 else f(t + self.c[i] * h, y + _weighted(self.a[i][:i], k))
+            rhs = stage_f if i == 0 else stage_f + _weighted(self.C[i][:i], k) / h
             if f_t is not None and self.d[i]:
-                rhs = rhs + (h * float(self.d[i])) * f_t
+                rhs = rhs + (h * self.d[i]) * f_t
             k.append(solve(rhs))
-        y1 = p.y + _weighted(self.m, k)
+        return k
+
+    def solution_and_error(self, y, k) -> tuple:
+        """(y1, the detached embedded error estimate or None) from the stages."""
+        y1 = y + _weighted(self.m, k)
         error = None
         if self.error_weights is not None:
             with torch.no_grad():
                 error = _weighted(self.error_weights, [v.detach() for v in k])
-        # (I - h gamma J)^-1 = (I / (h gamma) - J)^-1 / (h gamma): the stages' own solve
-        h_gamma = blockwise(h.detach() * float(self.gamma))[..., 0]
-        return Step(y1, error, lambda: torch.stack(k), _without_gradient(lambda v: solve(v) / h_gamma))
+        return y1, error
 
 
     def _stage_solver(self, p: Point, h):
@@ -354,7 +374,7 @@ class Rosenbrock:
         :class:`_FactoredSolve`; a split J (torchdiffeq's adjoint system, integrated without
         autograd) goes through its factorised core block."""
         J = p.jacobian(differentiable=True)
-        h_gamma = h * float(self.gamma)
+        h_gamma = h * self.gamma
         if isinstance(J, SplitJacobian):
             newton = factor_newton(self._gamma_block(p.y), h.detach(), [J], p.t)
             return lambda rhs: h_gamma * newton.solve(rhs)
@@ -394,7 +414,7 @@ class Rosenbrock:
         return solve
 
     def _gamma_block(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.full((1, 1), float(self.gamma), dtype=like.dtype, device=like.device)
+        return torch.full((1, 1), self.gamma, dtype=like.dtype, device=like.device)
 
 
 def stepper(method: Method, field: VectorField, newton_tol: float, scale, roundoff: float, autonomous: bool):

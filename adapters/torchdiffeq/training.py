@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torchdiffeq import odeint  # this package's import has put the catalogue's method strings in its table
 
+from stiffcore.catalogue import get_method
 from stiffcore.training.checkpoint import Moments
 
 
@@ -57,6 +58,9 @@ class Trainer:
         self.from_t0 = bool(data.times[0] > data.t0)
         self.times = as_tensor(np.concatenate([[data.t0], data.times]) if self.from_t0 else data.times)
         self.options = dict(autonomous=True, max_num_steps=recipe.max_steps, first_step=data.first_step)
+        if get_method(recipe.method).family == "rosenbrock":
+            # thousands of epochs solve one shape: the compile (tens of seconds, once) pays for itself
+            self.options["compile_step"] = True
         self.optimiser = torch.optim.AdamW(self.field.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.999),
                                            eps=1e-8, weight_decay=recipe.adamw_weight_decay)
         if moments is not None:

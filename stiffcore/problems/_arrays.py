@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 
 def namespace(x):
-    """The array module of ``x``: torch, jax.numpy or numpy."""
-    module = type(x).__module__
-    if module.startswith("torch"):
-        import torch
-
+    """The array module of ``x``: torch, jax.numpy or numpy.  (By isinstance against modules
+    already imported: an array of a library not imported yet cannot exist, and TorchDynamo
+    traces this where it could not trace string methods on the type's module name.)"""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
         return torch
-    if module.startswith("jax") or module.startswith("jaxlib"):
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(x, jax.Array):   # tracers included
         import jax.numpy as jnp
 
         return jnp
