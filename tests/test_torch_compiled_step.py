@@ -2,6 +2,8 @@
 eager step's solution, step sequence, evaluation counts and gradients.  The compiling tests
 are slow (each new shape or function compiles for 10-40 s on 2 cores)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,35 @@ def test_the_compiled_step_on_a_batched_forced_problem_with_its_jacobian():
     particular = lambda s: c * k * (k * torch.sin(3 * s) - 3 * torch.cos(3 * s)) / (k ** 2 + 9)  # noqa: E731
     exact = particular(tt) + (y0 - particular(torch.zeros(()))) * torch.exp(-k * tt)
     assert float(((compiled[0] - exact).abs() / (1e-9 + 1e-7 * exact.abs())).max()) < 3.0
+
+
+@pytest.mark.slow
+def test_the_compiled_step_inside_recomputed_backpropagation():
+    """From 20 unknowns an nn.Module field's steps are recomputed in the backward pass
+    (recompute_steps): the compiled step runs there without and then with a graph, and the
+    gradient is the eager one's."""
+    n = 20
+
+    class Chain(torch.nn.Module):   # y_i' = k_(i-1) y_(i-1) - k_i y_i: rates over four decades
+        def __init__(self):
+            super().__init__()
+            self.logk = torch.nn.Parameter(torch.linspace(0.0, 4.0 * math.log(10.0), n, dtype=F64))
+
+        def forward(self, t, y):
+            flow = torch.exp(self.logk) * y
+            return torch.cat([-flow[:1], flow[:-1] - flow[1:]])
+
+    t = torch.tensor([0.0, 0.1, 1.0, 3.0], dtype=F64)
+    y0 = torch.zeros(n, dtype=F64)
+    y0[0] = 1.0
+    results = []
+    for compiled in (False, True):
+        field = Chain()
+        ys, solver = solve(field, y0, t, compiled, rtol=1e-7, atol=1e-12)
+        assert solver.recompute_steps
+        results.append((ys.detach(), torch.autograd.grad((ys ** 2).sum(), field.logk)[0]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-11, atol=1e-16)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-9, atol=1e-15)
 
 
 @pytest.mark.parametrize("method, options, error, words", [

@@ -333,11 +333,14 @@ def test_step_callbacks_are_called_as_torchdiffeq_calls_them(method):
     assert [t0 for t0, _, _ in calls["accept"][1:]] == pytest.approx(ends[:-1], abs=1e-15)
 
 
-@pytest.mark.parametrize("method", ["rodas5p", "radau_iia5", "kvaerno5", "rosenbrock23", "sdirk2", "ros3p"])
+@pytest.mark.parametrize("method", ["rodas5p", "radau_iia5", "kvaerno5", "rosenbrock23", "sdirk2", "ros3p",
+                                    pytest.param("rodas5p+compiled", marks=pytest.mark.slow)])
 def test_event_fn_finds_the_event_on_the_dense_output_with_gradients(method):
     """odeint_event on a falling ball with drag: the event time to the tolerance, and its
     gradient (through torchdiffeq's implicit-function rerouting, which needs the state at the
-    event to carry the step's gradient) against the exact derivative."""
+    event to carry the step's gradient) against the exact derivative.  "+compiled": with
+    options={"compile_step": True}, whose steps give the extension their stacked stages."""
+    method, compiled = method.split("+")[0], method.endswith("+compiled")
     k = torch.tensor(0.7, dtype=F64, requires_grad=True)
 
     def f(s, y):   # height and velocity; the velocity relaxes to -g / k
@@ -347,7 +350,7 @@ def test_event_fn_finds_the_event_on_the_dense_output_with_gradients(method):
         return y[0]
 
     y0 = torch.tensor([10.0, 0.0], dtype=F64)
-    options = {"step_size": 1e-3} if method == "ros3p" else None
+    options = {"step_size": 1e-3} if method == "ros3p" else ({"compile_step": True} if compiled else None)
     t_event, ys = torchdiffeq.odeint_event(f, y0, torch.tensor(0.0, dtype=F64), event_fn=hits_ground,
                                            method=method, rtol=1e-9, atol=1e-11, options=options)
     from scipy.optimize import brentq

@@ -252,6 +252,23 @@ def test_a_failed_torch_solve_is_a_nan_loss(rober_data):
     assert np.all(np.isnan(trainer.predict()))
 
 
+def test_torch_trains_its_rosenbrock_steps_compiled_and_eagerly_where_it_cannot_compile(rober_data, monkeypatch):
+    from stiffcore.adapters.torchdiffeq import _compiled
+
+    trainer = torch_training.Trainer(ROBER, rober_data, init_weights(ROBER, 3))
+    assert trainer.options["compile_step"] is True   # rosenbrock23: thousands of epochs of one shape
+
+    def unavailable():
+        def run(*args):
+            raise _compiled.CompileStepUnavailable("no C++ compiler here")
+        return run
+
+    monkeypatch.setattr(_compiled, "_compiled_attempt", unavailable)
+    with pytest.warns(RuntimeWarning, match="eager torch steps: no C\\+\\+ compiler here"):
+        loss, _, _ = trainer.step()
+    assert np.isfinite(loss) and "compile_step" not in trainer.options
+
+
 def test_float32_jax_is_warned(rober_data):
     jax.config.update("jax_enable_x64", False)
     try:

@@ -1,4 +1,4 @@
-"""A Rosenbrock step attempt as one ``torch.compile`` d graph (option ``compile_step``).
+"""A Rosenbrock step attempt as one compiled graph (option ``compile_step``).
 
 Eager torch spends a small stiff system's step on per-operation overhead: a Rodas5P step on
 ROBER is about 1,500 ATen calls (the Jacobian, one LU, ten triangular solves, the weighted
@@ -16,6 +16,9 @@ One compiled function serves every solve: it is specialised (and recompiled) per
 dtype, device, method, f and grad mode, up to :data:`RECOMPILE_LIMIT` specialisations; the
 first attempt of a new one compiles (10-40 s on 2 cores; the backward graph compiles at the
 first backward pass).
+
+Reference: Ansel et al., "PyTorch 2: faster machine learning through dynamic Python bytecode
+transformation and graph compilation", ASPLOS 2024 (TorchDynamo, AOTAutograd, TorchInductor).
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ class StiffSolver:
     without the control one output came out at 25x the tolerance.
     ``compile_step``: Rosenbrock methods only; run each step attempt as one ``torch.compile`` d
     function (:mod:`._compiled`): the same arithmetic without eager torch's per-operation
-    overhead, 8-10x faster per step on small systems once compiled, but the first solve of each
-    shape, dtype and device compiles for 10-30 s (default False).
+    overhead (ROBER, POLLU, HIRES: solves 3-5x and gradients 5-9x faster), but the first solve
+    of each problem, shape, dtype and device compiles for 10-40 s (default False).
     ``recompute_steps``: backpropagation keeps each step's inputs only and recomputes the step
     in the backward pass (:mod:`._recompute`); None (default) does so from 20 unknowns when
     ``func`` is an ``nn.Module`` whose parameters are every tensor it differentiates, True

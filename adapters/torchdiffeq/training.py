@@ -9,12 +9,16 @@ Runs in float64 on ``device`` (any torch device).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torchdiffeq import odeint  # this package's import has put the catalogue's method strings in its table
 
 from stiffcore.catalogue import get_method
 from stiffcore.training.checkpoint import Moments
+
+from ._compiled import CompileStepUnavailable
 
 
 class ScaledVectorField(torch.nn.Module):
@@ -75,6 +79,10 @@ class Trainer:
         try:
             ys = odeint(self.field, self.y0, self.times, method=self.recipe.method, rtol=self.recipe.rtol,
                         atol=self.recipe.atol * self.y_scale, options=self.options)
+        except CompileStepUnavailable as exc:   # the trainer chose compile_step itself: train eagerly
+            warnings.warn(f"training with eager torch steps: {exc}", RuntimeWarning, stacklevel=2)
+            self.options.pop("compile_step")
+            return self._solve()
         except (RuntimeError, FloatingPointError):
             return None
         return ys[1:] if self.from_t0 else ys
