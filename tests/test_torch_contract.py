@@ -351,8 +351,10 @@ def test_event_fn_finds_the_event_on_the_dense_output_with_gradients(method):
 
     y0 = torch.tensor([10.0, 0.0], dtype=F64)
     options = {"step_size": 1e-3} if method == "ros3p" else ({"compile_step": True} if compiled else None)
+    # second-order sdirk2 at rtol 1e-9 took 1e5 steps (212 s); at 1e-7 its event is 2e-9 off
+    rtol = 1e-7 if method == "sdirk2" else 1e-9
     t_event, ys = torchdiffeq.odeint_event(f, y0, torch.tensor(0.0, dtype=F64), event_fn=hits_ground,
-                                           method=method, rtol=1e-9, atol=1e-11, options=options)
+                                           method=method, rtol=rtol, atol=1e-2 * rtol, options=options)
     from scipy.optimize import brentq
 
     def height(s, kv):
@@ -360,7 +362,7 @@ def test_event_fn_finds_the_event_on_the_dense_output_with_gradients(method):
 
     exact = brentq(height, 0.1, 10.0, args=(0.7,), xtol=1e-14)
     assert abs(float(t_event.detach()) - exact) < 1e-6, (method, float(t_event.detach()) - exact)
-    assert abs(float(ys[-1, 0])) < 1e-6
+    assert abs(float(ys[-1, 0].detach())) < 1e-6
     (g,) = torch.autograd.grad(t_event, k)
     dk = 1e-6
     exact_g = (brentq(height, 0.1, 10.0, args=(0.7 + dk,), xtol=1e-14)
