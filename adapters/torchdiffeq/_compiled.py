@@ -7,7 +7,7 @@ arithmetic.  Here the whole attempt, from (t, y, f(t, y), h) to the new state, i
 estimate (the embedded one raised to the interpolation defects, as the eager solver does)
 and f at its end, is one function compiled by TorchInductor; the adaptive loop stays outside
 and reads one number per attempt.  The step's arithmetic is the eager stepper's own
-(:meth:`~._steps.Rosenbrock.stages`, :func:`stiffcore.catalogue.dense.interpolation_defects`),
+(:meth:`~._steps.Rosenbrock.stages`, :func:`~._steps.raised_to_interpolation_error`),
 so results agree with it to round-off and gradients are those of the same discrete map
 (AOTAutograd differentiates the compiled graph; the LU solves keep :class:`~._steps._FactoredSolve`'s
 backward).
@@ -27,10 +27,10 @@ import functools
 
 import torch
 
-from stiffcore.catalogue.dense import dense_matrix, interpolation_defects
+from stiffcore.catalogue.dense import dense_matrix
 
 from ._linalg import StepFailure, blockwise, format_time
-from ._steps import Point, Rosenbrock, Step, _FactoredSolve
+from ._steps import Point, Rosenbrock, Step, _FactoredSolve, raised_to_interpolation_error
 
 class CompileStepUnavailable(Exception):
     """torch.compile cannot build the step on this machine.  Not a RuntimeError, so callers that
@@ -59,8 +59,7 @@ class CompiledRosenbrock:
 
     def step(self, p: Point, h) -> Step:
         field = self.field
-        if field.jac == "autodiff" and not field._probed and field.adjoint is None:
-            field._probe(p.t, p.y)   # once: f that detaches y falls back to differences
+        field.probe_once(p.t, p.y)   # f that detaches y falls back to differences
         if field.adjoint is not None or field.jac == "finite_difference":
             return self.eager.step(p, h)
         if callable(field.jac) and not self._checked:
@@ -104,13 +103,11 @@ def _attempt(stepper: CompiledRosenbrock, t, y, f0, h, nonautonomous: bool):
     y1, error = eager.solution_and_error(y, k)
     stages = torch.stack(k)
     if stepper.control:
-        with torch.no_grad():
-            hd, hg = h.detach(), h_gamma.detach()[..., 0]
-            coeffs = torch.tensordot(torch.tensor(stepper.dense, dtype=y.dtype, device=y.device),
-                                     stages.detach(), dims=1)
-            filtered = lambda v: torch.linalg.lu_solve(lu, pivots, v[..., None])[..., 0] / hg  # noqa: E731
-            for e in interpolation_defects(y.detach(), coeffs, hd, lambda theta, u: f(t + theta * hd, u), filtered):
-                error = torch.where(e.abs() > error.abs(), e, error)
+        hd, hg = h.detach(), h_gamma.detach()[..., 0]
+        coeffs = torch.tensordot(torch.tensor(stepper.dense, dtype=y.dtype, device=y.device), stages.detach(), dims=1)
+        error = raised_to_interpolation_error(
+            error, y, coeffs, hd, lambda theta, u: f(t + theta * hd, u),
+            lambda v: torch.linalg.lu_solve(lu, pivots, v[..., None])[..., 0] / hg)
     return y1, error, stages, f(t + h, y1), (info > 0).any()
 
 

@@ -153,8 +153,7 @@ class VectorField:
                 raise ValueError(f"option jac must return df/dy with {self.batch * self.n * self.n} entries "
                                  f"(batch {self.batch} x {self.n} x {self.n}), got {got}")
             return J.reshape(self.batch, self.n, self.n).to(y.dtype)
-        if self.jac == "autodiff" and not self._probed:
-            self._probe(t, y)
+        self.probe_once(t, y)
         if self.jac == "finite_difference":
             return self._finite_difference(t, y)
         return self._autodiff_jacobian(t, y)
@@ -268,6 +267,12 @@ class VectorField:
             return torch.zeros(self.batch, self.n, self.n, dtype=y.dtype, device=y.device)
         J = rows.permute(1, 0, 2)
         return J if differentiable else J.detach()
+
+    def probe_once(self, t, y) -> None:
+        """:meth:`_probe` on the first call with ``jac="autodiff"`` (and not for torchdiffeq's
+        adjoint system, whose Jacobian comes from the user's func)."""
+        if self.jac == "autodiff" and not self._probed and self.adjoint is None:
+            self._probe(t, y)
 
     def _probe(self, t, y) -> None:
         """Fall back to finite differences when autograd cannot see f's dependence on y (a

@@ -19,13 +19,13 @@ import torch
 from stiffcore.catalogue import get_method
 
 from stiffcore.catalogue.dense import (
-    HERMITE, controls_interpolation, dense_matrix, interpolation_defects, value_and_scaled_slope,
+    HERMITE, controls_interpolation, dense_matrix, value_and_scaled_slope,
 )
 
 from ._compiled import CompiledRosenbrock
 from ._field import VectorField
 from ._recompute import Recomputed, recomputable_parameters
-from ._steps import Point, Step, StepFailure, stepper
+from ._steps import Point, Step, StepFailure, raised_to_interpolation_error, stepper
 
 OPTIONS = ("first_step", "step_size", "max_num_steps", "jac", "jac_sparsity", "linear_solver", "preconditioner",
            "krylov_rtol", "krylov_restart", "krylov_maxiter", "batch_dims", "newton_tol", "autonomous",
@@ -326,13 +326,11 @@ class StiffSolver:
         error at a quarter and three quarters of the step: theta (I - h gamma J)^-1 times the
         defect h u' - h f(t0 + theta h, u) (:func:`stiffcore.catalogue.dense.value_and_scaled_slope`,
         as the SciPy and diffrax adapters judge it).  No gradient."""
+        h = after.t - before.t
         with torch.no_grad():
-            h = after.t - before.t
             coeffs = self._coefficients(before, after, step)
-            for e in interpolation_defects(before.y.detach(), coeffs, h.to(self.dtype),
-                                           lambda theta, u: self.field(before.t + theta * h, u), step.stiff_filter):
-                error = torch.where(e.abs() > error.abs(), e, error)
-        return error
+        return raised_to_interpolation_error(error, before.y, coeffs, h.to(self.dtype),
+                                             lambda theta, u: self.field(before.t + theta * h, u), step.stiff_filter)
 
     def _extension(self, before, after, step):
         """t -> y(t) on the (user's) state shape between two step ends (:meth:`_coefficients`)."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from stiffcore.catalogue import Method
+from stiffcore.catalogue.dense import interpolation_defects
 from stiffcore.catalogue.schemes import runge_kutta_scheme
 
 from ._field import VectorField
@@ -96,6 +97,16 @@ def _weighted(rows, vectors):
         if weights is None:
             weights = _WEIGHTS[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
     return (weights @ torch.stack([v for _, v in terms]).flatten(1)).view_as(like)
+
+
+def raised_to_interpolation_error(error, y0, coeffs, h, f_at, stiff_filter):
+    """``error`` raised, component by component, to the continuous extension's error estimates
+    at :data:`~stiffcore.catalogue.dense.DEFECT_THETAS` (:func:`stiffcore.catalogue.dense.interpolation_defects`:
+    ``coeffs`` the extension's rows, ``f_at(theta, u)`` f at t0 + theta h); no gradient."""
+    with torch.no_grad():
+        for e in interpolation_defects(y0.detach(), coeffs, h, f_at, stiff_filter):
+            error = torch.where(e.abs() > error.abs(), e, error)
+    return error
 
 
 def _without_gradient(fn):
