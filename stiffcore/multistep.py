@@ -97,6 +97,8 @@ def _rescale_polynomials() -> np.ndarray:
 
 #: RESCALE_POLYNOMIALS[p] is the coefficient of ratio^p in :func:`rescale_matrix`.
 RESCALE_POLYNOMIALS = _rescale_polynomials()
+_EXPONENTS = np.arange(MAX_ORDER + 1)
+_EPS = float(np.finfo(float).eps)
 
 
 def rescale_matrix(ratio) -> np.ndarray:
@@ -104,8 +106,8 @@ def rescale_matrix(ratio) -> np.ndarray:
 
     It is upper triangular, so applied to an order-k table masked by ORDER_MASK[k] it leaves
     rows above k zero: the order-k polynomial has no higher differences."""
-    powers = float(ratio) ** np.arange(MAX_ORDER + 1)
-    return np.tensordot(powers, RESCALE_POLYNOMIALS, axes=1)
+    powers = float(ratio) ** _EXPONENTS
+    return _weigh(powers, RESCALE_POLYNOMIALS)
 
 
 def same_step(h: float, h_table: float, t: float) -> bool:
@@ -113,7 +115,15 @@ def same_step(h: float, h_table: float, t: float) -> bool:
     t + h - t (16 eps |t|), which would otherwise re-sample the table (and restart the k + 1
     steps an order change waits for) at every step of a long solve.  Replays of a solve must
     decide with this same test."""
-    return abs(h - h_table) <= 16 * np.finfo(float).eps * max(abs(t), abs(h_table))
+    return abs(h - h_table) <= 16 * _EPS * max(abs(t), abs(h_table))
+
+
+def _weigh(weights: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``weights`` (..., rows) times the rows of ``table`` (rows, *trailing): np.tensordot(weights,
+    table, axes=1) as one matrix product on a 2-D view, at a quarter of tensordot's cost (its
+    per-call overhead dominated a SciPy step on small systems)."""
+    product = weights @ table.reshape(table.shape[0], -1)
+    return product.reshape(weights.shape[:-1] + table.shape[1:])
 
 
 def _rows(vector: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -126,13 +136,13 @@ def resample(table: np.ndarray, ratio: float, order: int) -> np.ndarray:
     MAX_ORDER are kept).  Tables of any trailing shape: states, or tangents (n, P)."""
     low = MAX_ORDER + 1
     out = table.copy()
-    out[:low] = np.tensordot(rescale_matrix(ratio), _rows(ORDER_MASK[order][:low], table) * table[:low], axes=1)
+    out[:low] = _weigh(rescale_matrix(ratio), _rows(ORDER_MASK[order][:low], table) * table[:low])
     return out
 
 
 def update(table: np.ndarray, y_new: np.ndarray, order: int) -> np.ndarray:
     """The table after an accepted order-``order`` step to ``y_new``: UPDATE[k] D + NEW_VALUE[k] y_new."""
-    return np.tensordot(UPDATE[order], table, axes=1) + _rows(NEW_VALUE[order], table) * y_new
+    return _weigh(UPDATE[order], table) + _rows(NEW_VALUE[order], table) * y_new
 
 
 @lru_cache(maxsize=None)
@@ -220,7 +230,7 @@ def table_from_history(values) -> np.ndarray:
     """The table of y_n given equally spaced past values ``values = [y_{n-k}, ..., y_n]``
     (oldest first): D[m] = nabla^m y_n for m <= k (how exact starting values enter)."""
     values = np.asarray(values)
-    return np.tensordot(history_matrix(values.shape[0]), values, axes=1).astype(values.dtype, copy=False)
+    return _weigh(history_matrix(values.shape[0]), values).astype(values.dtype, copy=False)
 
 
 # --- the controller every adapter runs (Shampine & Reichelt 1997, sec. 2.3; CVODE's constants) ---

@@ -9,6 +9,7 @@ that steps must land on, and failure messages.  A method subclass implements
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,7 +18,7 @@ from scipy.integrate import OdeSolver
 from scipy.sparse import issparse
 from scipy.integrate._ivp.base import DenseOutput
 from scipy.integrate._ivp.common import (
-    norm, select_initial_step, validate_first_step, validate_max_step, validate_tol, warn_extraneous,
+    select_initial_step, validate_first_step, validate_max_step, validate_tol, warn_extraneous,
 )
 
 from stiffcore.catalogue import Method, get_method
@@ -30,6 +31,12 @@ from ._linalg import Jacobian, JacobianAction, KrylovFailure, KrylovSolve, Shift
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 5.0
 EPS = np.finfo(float).eps
+
+
+def rms(x: np.ndarray) -> float:
+    """SciPy's norm (root mean square) of a real 1-D array without ``np.linalg.norm``'s call
+    overhead: norms are a tenth of a small system's step overhead (ROBER, FBDF)."""
+    return math.sqrt(x.dot(x) / x.size)
 
 
 class StepFailure(Exception):
@@ -245,7 +252,7 @@ class StiffSolver(OdeSolver):
     # --- shared machinery ----------------------------------------------------------------
     def eval_f(self, t, y):
         f = self.fun(t, y)
-        if not np.all(np.isfinite(f)):
+        if not np.isfinite(f).all():
             raise StepFailure(f"fun returned non-finite values at t = {t}", shrink=0.25)
         return f
 
@@ -322,11 +329,11 @@ class StiffSolver(OdeSolver):
                 continue
             if self.adaptive:
                 scale = self.atol + self.rtol * np.maximum(np.abs(y), np.abs(result.y))
-                err = norm(result.error / scale)
+                err = rms(result.error / scale)
                 if err > 1 and (self.n_accepted == 0 or self.rejected_last):
                     refined = self._refine_error(t, y, h, result)
                     if refined is not None:
-                        err = norm(refined / scale)
+                        err = rms(refined / scale)
                 if not np.isfinite(err) or err > 1:
                     factor = MIN_FACTOR if not np.isfinite(err) else max(MIN_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
                     h_abs = abs(h) * factor

@@ -11,16 +11,17 @@ polynomial.  SciPy's own ``BDF`` is left untouched.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
 from scipy.integrate._ivp.base import DenseOutput
-from scipy.integrate._ivp.common import norm, select_initial_step
+from scipy.integrate._ivp.common import select_initial_step
 
 from stiffcore import multistep as ms
 from stiffcore.catalogue import get_variable_order
 
-from ._base import StepFailure, StiffSolver
+from ._base import StepFailure, StiffSolver, rms
 
 
 class DifferenceTableDense(DenseOutput):
@@ -129,7 +130,7 @@ class VariableOrderSolver(StiffSolver):
             if not self.adaptive:
                 break
             scale = self.atol + self.rtol * np.maximum(np.abs(y), np.abs(y_new))
-            err = self.error_constants[self.order] * norm(table[self.order + 1] / scale)
+            err = self.error_constants[self.order] * rms(table[self.order + 1] / scale)
             if err <= 1:
                 break
             factor = max(ms.MIN_FACTOR, ms.newton_safety(iterations) * err ** (-1 / (self.order + 1)))
@@ -192,15 +193,15 @@ class VariableOrderSolver(StiffSolver):
         for iteration in range(1, ms.NEWTON_MAXITER + 1):
             f = self.eval_f(t_new, y)
             delta = self.solve_shifted(1 / c, f - (y - b) / c)
-            size = norm(delta / scale)
+            size = rms(delta / scale)
+            if not math.isfinite(size):  # a finite size is a finite delta, so y + delta stays finite
+                raise StepFailure(f"the Newton iterate is not finite at t = {t_new}", shrink=0.25)
             if previous is not None:
                 # never trust a contraction faster than 0.3 of the last one seen (CVODE's crate)
                 rate = size / previous if rate is None else max(0.3 * rate, size / previous)
                 if rate >= 1 or rate ** (ms.NEWTON_MAXITER - iteration) / (1 - rate) * size > self.newton_tol:
                     return False, y, iteration
             y += delta
-            if not np.all(np.isfinite(y)):
-                raise StepFailure(f"the Newton iterate is not finite at t = {t_new}", shrink=0.25)
             if size == 0 or (rate is not None and rate < 1 and rate / (1 - rate) * size < self.newton_tol):
                 self.newton_rate = rate
                 return True, y, iteration
@@ -218,7 +219,7 @@ class VariableOrderSolver(StiffSolver):
                 self.order, self.n_equal_steps = k + 1, 0
             return
         scale = self.atol + self.rtol * np.abs(self.y)
-        errors = {q: self.error_constants[q] * norm(self.table[q + 1] / scale)
+        errors = {q: self.error_constants[q] * rms(self.table[q + 1] / scale)
                   for q in ms.order_candidates(k, self.max_order)}
         order, factor = ms.next_order_and_step(k, errors, iterations, rejected)
         if factor is not None:

@@ -45,15 +45,14 @@ class Rosenbrock(StiffSolver):
                 dt = -dt  # a backward difference at the very end: fun is never called past t_bound
             f_t = (self.eval_f(t + dt, y) - f0) / dt
         shift = 1 / (h * self.gamma)
-        s = self.c.size
-        k = np.empty((s, self.n))
-        for i in range(s):
-            stage_f = f0 if i == 0 else self.fun(self.stage_time(t, h, self.c[i]), y + self.a[i, :i] @ k[:i])
-            rhs = stage_f + (self.C[i, :i] @ k[:i]) / h
-            if self.d[i]:
-                rhs = rhs + (h * self.d[i]) * f_t
+        C_over_h = self.C / h  # once per step, not a division per stage (small systems pay per operation)
+        k = np.empty((self.c.size, self.n))
+        for i, (a_row, C_row, c, d) in enumerate(zip(self.a, C_over_h, self.c, self.d)):
+            rhs = f0 if i == 0 else self.fun(self.stage_time(t, h, c), y + a_row[:i] @ k[:i]) + C_row[:i] @ k[:i]
+            if d:
+                rhs = rhs + (h * d) * f_t
             k[i] = self.solve_shifted(shift, rhs)
-        if not np.all(np.isfinite(k)):  # one check per step: non-finite f or overflow shows up here
+        if not np.isfinite(k).all():  # one check per step: non-finite f or overflow shows up here
             raise StepFailure(f"fun returned non-finite values (or a stage overflowed) in the step from t = {t}",
                               shrink=0.25)
         y_new = y + self.m @ k
