@@ -13,8 +13,10 @@ output; work-precision curves use it times rtol (the error at rtol 1), comparabl
   every solver differences its own).  Best of 3 wall times, rtol 1e-4 ... 1e-10.
 - jax: our Rodas5P, FBDF and RadauIIA5 under ``diffrax.diffeqsolve`` (``SaveAt(ts)``, default
   adjoint) against ``diffsol-jax`` (Rust BDF, forward sensitivities): warm ``jit`` solve and
-  ``jit(grad)`` of sum(y^2) over the outputs w.r.t. the parameters, best of 5; compile time of
-  solve + gradient; accepted steps.
+  ``jit(grad)`` of sum(y^2) over the outputs w.r.t. the parameters (diffrax's default adjoint),
+  and the same gradient in forward mode (``adjoint=diffrax.ForwardMode()``, ``jax.jacfwd``), which
+  is what diffsol-jax's forward sensitivities compute, best of 5; compile time of solve + each
+  gradient; accepted steps.
 - torch: our rodas5p and fbdf through ``torchdiffeq.odeint`` (the adapter's method strings),
   solve and backprop gradient, best of 3; accepted steps, so the time per accepted step can be
   set against JAX's (the #19 target: within 3x).
@@ -164,10 +166,14 @@ def run_jax(name, rtols, repeats, anchor_rtols):
             else:
                 solver = getattr(dfx, method)()
 
-                def solution(p, solver=solver, rtol=rtol, atol=atol):
+                def solution(p, solver=solver, rtol=rtol, atol=atol, adjoint=diffrax.RecursiveCheckpointAdjoint()):
                     return diffrax.diffeqsolve(diffrax.ODETerm(f), solver, 0.0, float(ts[-1]), None, y0_j, args=p,
-                                               saveat=diffrax.SaveAt(ts=ts_j), max_steps=200_000,
+                                               saveat=diffrax.SaveAt(ts=ts_j), max_steps=200_000, adjoint=adjoint,
                                                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
+
+                # forward mode (diffrax.ForwardMode, jax.jacfwd): the tangents of the few parameters ride
+                # in the same steps, as diffsol-jax's forward sensitivities do
+                forward = lambda p, solution=solution: solution(p, adjoint=diffrax.ForwardMode()).ys  # noqa: E731
 
                 def solved(p, solution=solution):   # the outputs and the accepted steps, in one solve
                     sol = solution(p)
@@ -176,18 +182,23 @@ def run_jax(name, rtols, repeats, anchor_rtols):
                 outputs = lambda p, solved=solved: solved(p)[0]  # noqa: E731
             solve = jax.jit(solved)
             grad = jax.jit(jax.grad(lambda p, outputs=outputs: jnp.sum(outputs(p) ** 2)))
-            start = time.perf_counter()
+            grad_fwd = None if method == "diffsol-jax" else \
+                jax.jit(jax.jacfwd(lambda p, forward=forward: jnp.sum(forward(p) ** 2)))
             try:
-                ys, accepted = jax.block_until_ready(solve(p0))
-                jax.block_until_ready(grad(p0))
+                (ys, accepted), solve_compile = first_call(solve, p0)
+                grad_compile = first_call(grad, p0)[1]
+                fwd_compile = None if grad_fwd is None else first_call(grad_fwd, p0)[1]
             except Exception as exc:   # an anchor's own failure is reported, not fatal
                 print(f"# jax {name} {method} rtol {rtol:g} fails: {str(exc)[:200]}", file=sys.stderr)
                 continue
-            compile_s = time.perf_counter() - start
             solve_s, _ = best_of(repeats, lambda: jax.block_until_ready(solve(p0)))
             grad_s, _ = best_of(repeats, lambda: jax.block_until_ready(grad(p0)))
+            fwd_s = None if grad_fwd is None else best_of(repeats, lambda: jax.block_until_ready(grad_fwd(p0)))[0]
+            ours = method != "diffsol-jax"
             rows.append(dict(problem=name, method=method, rtol=rtol, error=weighted_error(ys, ref, rtol),
-                             solve=solve_s, grad=grad_s, compile=None if method == "diffsol-jax" else compile_s,
+                             solve=solve_s, grad=grad_s, grad_fwd=fwd_s,
+                             compile=solve_compile + grad_compile if ours else None,
+                             compile_fwd=solve_compile + fwd_compile if ours else None,
                              steps=None if accepted is None else int(accepted)))
     return rows
 
@@ -275,6 +286,15 @@ def run_ecosystem(ecosystem, quick):
     print(json.dumps(rows))
 
 
+def first_call(fn, *args):
+    """(fn(*args), seconds) of a jitted function's first call: its tracing and compilation."""
+    import jax
+
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
 def time_at_error(rows, problem, method, key, error):
     """``method``'s ``key`` time interpolated in log-log to ``error`` (x rtol) on its curve."""
     pts = sorted((r["error"] * r["rtol"], r[key]) for r in rows
@@ -294,14 +314,15 @@ def ratios(rows):
         if r["method"] == anchor or r["method"] == "LSODA":
             continue
         row = [r["ecosystem"], r["problem"], r["method"], r["rtol"], r["error"]]
-        for key in ("solve", "grad"):
-            if anchor is None or r[key] is None:
+        # our forward-mode gradient (JAX) against the anchor's gradient
+        for key, anchor_key in (("solve", "solve"), ("grad", "grad"), ("grad_fwd", "grad")):
+            if anchor is None or r.get(key) is None:
                 row += [None, None]
                 continue
             same = next((a for a in rows if a["ecosystem"] == r["ecosystem"] and a["problem"] == r["problem"]
                          and a["method"] == anchor and a["rtol"] == r["rtol"]), None)
-            at_acc = time_at_error(rows, r["problem"], anchor, key, r["error"] * r["rtol"])
-            row += [None if same is None else r[key] / same[key], None if at_acc is None else r[key] / at_acc]
+            at_acc = time_at_error(rows, r["problem"], anchor, anchor_key, r["error"] * r["rtol"])
+            row += [None if same is None else r[key] / same[anchor_key], None if at_acc is None else r[key] / at_acc]
         jax_twin = next((a for a in rows if a["ecosystem"] == "jax" and a["problem"] == r["problem"]
                          and a["method"].lower() == r["method"].split("+")[0] and a["rtol"] == r["rtol"]), None)
         if r["ecosystem"] == "torch" and jax_twin and jax_twin["steps"] and r["steps"]:
@@ -330,6 +351,10 @@ def plot(rows):
             axes[0].loglog(e, solve, style, **look)
             if all(g is not None for g in grad):
                 axes[1].loglog(e, grad, style, **look)
+            forward = sorted((r["error"] * r["rtol"], r.get("grad_fwd")) for r in rows if r["problem"] == problem
+                             and r["ecosystem"] == eco and r["method"] == method and r.get("grad_fwd"))
+            if forward:
+                axes[1].loglog(*zip(*forward), "^:", **dict(look, label=f"{eco} {method} forward mode"))
         for ax, what in zip(axes, ("solve", "gradient")):
             ax.set(title=f"{problem}: {what}", xlabel="weighted error x rtol at the outputs", ylabel="seconds")
             ax.grid(True, alpha=0.3)
@@ -352,15 +377,16 @@ def main() -> None:
         command = [sys.executable, __file__, "--ecosystem", ecosystem] + (["--quick"] if args.quick else [])
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
         rows += json.loads(done.stdout.strip().splitlines()[-1])
-    headers = ["ecosystem", "problem", "method", "rtol", "error", "solve s", "grad s", "compile s", "steps"]
-    cells = [[r["ecosystem"], r["problem"], r["method"], r["rtol"], r["error"], r["solve"], r["grad"], r["compile"],
-              r["steps"]] for r in rows]
+    headers = ["ecosystem", "problem", "method", "rtol", "error", "solve s", "grad s", "fwd grad s", "compile s",
+               "compile fwd s", "steps"]
+    cells = [[r["ecosystem"], r["problem"], r["method"], r["rtol"], r["error"], r["solve"], r["grad"],
+              r.get("grad_fwd"), r["compile"], r.get("compile_fwd"), r["steps"]] for r in rows]
     print(table(headers, cells, width=140))
     print()
     print("ours / anchor (scipy: CVODE, jax: diffsol-jax) at the same rtol and at equal accuracy; torch: "
           "solve + grad over JAX's, in all and per accepted step")
     print(table(["ecosystem", "problem", "method", "rtol", "error", "solve/rtol", "solve/acc", "grad/rtol",
-                 "grad/acc", "torch/jax", "per step"], ratios(rows), width=140))
+                 "grad/acc", "fwd/rtol", "fwd/acc", "torch/jax", "per step"], ratios(rows), width=160))
     plot(rows)
 
 
