@@ -295,7 +295,7 @@ class StiffSolver(OdeSolver):
             self.tstops.pop(0)
         target = self.tstops[0] if self.tstops else self.t_bound
         t_new = t + self.direction * h_abs
-        if not np.isfinite(t_new):
+        if not math.isfinite(t_new):
             # towards t_bound = inf a decaying solution lets h grow until t + h overflows; every
             # retry would grow it again, so the solve never ended (it hung, as SciPy's Radau does)
             raise ValueError(f"t + h overflows at t = {t:.6g} (h = {h_abs:.3g}): t_bound = {self.t_bound} is not "
@@ -306,7 +306,7 @@ class StiffSolver(OdeSolver):
 
     def _step_impl(self):
         t, y = self.t, self.y
-        min_step = 10 * abs(np.nextafter(t, self.direction * np.inf) - t)
+        min_step = 10 * abs(math.nextafter(t, self.direction * math.inf) - t)
         h_abs = min(self.h_fixed if not self.adaptive else self.h_abs, self.max_step)
         reason = None
         while True:
@@ -334,8 +334,9 @@ class StiffSolver(OdeSolver):
                     refined = self._refine_error(t, y, h, result)
                     if refined is not None:
                         err = rms(refined / scale)
-                if not np.isfinite(err) or err > 1:
-                    factor = MIN_FACTOR if not np.isfinite(err) else max(MIN_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
+                if not math.isfinite(err) or err > 1:
+                    factor = MIN_FACTOR if not math.isfinite(err) else \
+                        max(MIN_FACTOR, SAFETY * err ** (-1 / (self.error_order + 1)))
                     h_abs = abs(h) * factor
                     self.n_rejected += 1
                     self.rejected_last = True

@@ -106,7 +106,7 @@ class VariableOrderSolver(StiffSolver):
     # --- stepping -----------------------------------------------------------------------
     def _step_impl(self):
         t, y = self.t, self.y
-        min_step = 10 * abs(np.nextafter(t, self.direction * np.inf) - t)
+        min_step = 10 * abs(math.nextafter(t, self.direction * math.inf) - t)
         h_abs = min(self.h_abs if self.adaptive else self.h_fixed, self.max_step)
         restart = self.table is None
         rejected, reason = False, None
