@@ -182,19 +182,18 @@ def run_jax(name, rtols, repeats, anchor_rtols):
                 outputs = lambda p, solved=solved: solved(p)[0]  # noqa: E731
             solve = jax.jit(solved)
             grad = jax.jit(jax.grad(lambda p, outputs=outputs: jnp.sum(outputs(p) ** 2)))
-            grad_fwd = None if method == "diffsol-jax" else \
-                jax.jit(jax.jacfwd(lambda p, forward=forward: jnp.sum(forward(p) ** 2)))
+            ours = method != "diffsol-jax"
+            grad_fwd = jax.jit(jax.jacfwd(lambda p, forward=forward: jnp.sum(forward(p) ** 2))) if ours else None
             try:
                 (ys, accepted), solve_compile = first_call(solve, p0)
                 grad_compile = first_call(grad, p0)[1]
-                fwd_compile = None if grad_fwd is None else first_call(grad_fwd, p0)[1]
+                fwd_compile = first_call(grad_fwd, p0)[1] if ours else None
             except Exception as exc:   # an anchor's own failure is reported, not fatal
                 print(f"# jax {name} {method} rtol {rtol:g} fails: {str(exc)[:200]}", file=sys.stderr)
                 continue
             solve_s, _ = best_of(repeats, lambda: jax.block_until_ready(solve(p0)))
             grad_s, _ = best_of(repeats, lambda: jax.block_until_ready(grad(p0)))
-            fwd_s = None if grad_fwd is None else best_of(repeats, lambda: jax.block_until_ready(grad_fwd(p0)))[0]
-            ours = method != "diffsol-jax"
+            fwd_s = best_of(repeats, lambda: jax.block_until_ready(grad_fwd(p0)))[0] if ours else None
             rows.append(dict(problem=name, method=method, rtol=rtol, error=weighted_error(ys, ref, rtol),
                              solve=solve_s, grad=grad_s, grad_fwd=fwd_s,
                              compile=solve_compile + grad_compile if ours else None,

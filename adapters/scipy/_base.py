@@ -34,8 +34,9 @@ EPS = np.finfo(float).eps
 
 
 def rms(x: np.ndarray) -> float:
-    """SciPy's norm (root mean square) of a real 1-D array without ``np.linalg.norm``'s call
-    overhead: norms are a tenth of a small system's step overhead (ROBER, FBDF)."""
+    """SciPy's norm (root mean square) of a real array, the dot product np.linalg.norm takes,
+    without its call overhead: norms are a tenth of a small system's step overhead (ROBER, FBDF)."""
+    x = x.ravel()
     return math.sqrt(x.dot(x) / x.size)
 
 

@@ -11,12 +11,11 @@ Newton slows down.  Explicit methods (bases for ``Reversible``) step directly.
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate._ivp.common import norm
 
 from stiffcore.catalogue.dense import MAX_PREDICTOR_THETA, dense_matrix, extrapolated_change
 from stiffcore.catalogue.schemes import runge_kutta_scheme
 
-from ._base import EPS, StepFailure, StepResult, StiffSolver
+from ._base import EPS, StepFailure, StepResult, StiffSolver, rms
 
 
 class NewtonFailure(StepFailure):
@@ -135,7 +134,7 @@ class ImplicitRungeKutta(StiffSolver):
                 if partner is not None:
                     dw[partner] = dw[i].conjugate()
             dz = (self.V @ dw).real
-            dz_norm = norm(dz / scale)
+            dz_norm = rms(dz / scale)
             if not np.isfinite(dz_norm):
                 break
             done, failed, rate = self._converged(dz_norm, previous, k)
@@ -241,7 +240,7 @@ class ImplicitRungeKutta(StiffSolver):
         for k in range(self.max_newton_iter):
             g = (psi - Y) / gamma + self.eval_f(self.stage_time(t, h, c), Y)
             dY = self.solve_shifted(1 / gamma, g)
-            dy_norm = norm(dY / scale)
+            dy_norm = rms(dY / scale)
             if not np.isfinite(dy_norm):
                 return None, np.inf, k + 1
             done, failed, rate = self._converged(dy_norm, previous, k)
