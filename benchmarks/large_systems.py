@@ -7,12 +7,15 @@ Each case runs in a fresh process, so its peak resident memory is its own.  Rows
 * ``scipy Rodas5P sparse`` / ``scipy RadauIIA5 sparse`` / ``scipy FBDF sparse`` /
   ``scipy QNDF sparse``: ``jac_sparsity`` (SuperLU; FBDF/QNDF keep one factorisation over many steps);
 * ``scipy Rodas5P gmres`` / ``scipy FBDF gmres``: matrix-free (difference quotients, no preconditioner);
-* ``jax Rodas5P SparseLU`` / ``jax FBDF SparseLU`` / ``jax QNDF SparseLU``: diffrax with
+* ``jax Rodas5P SparseLU`` / ``jax FBDF SparseLU`` / ``jax QNDF SparseLU`` / ``jax RadauIIA5
+  SparseLU`` (``split``: ``split_stages=True``, its stages as one real and one complex n x n
+  system): diffrax with
   :class:`~stiffcore.adapters.diffrax.SparseLU`
   (coloured JVPs, SuperLU on the host); solve time after compilation, compile time apart;
   ``+grad`` adds (in its own process, so the solve's memory stays its own) the gradient of
   sum(y(T)^2) with respect to a parameter (diffusion scale / k1) by diffrax's default adjoint;
-* ``jax Rodas5P dense``: the default dense LU, up to 2,048 unknowns;
+* ``jax Rodas5P dense`` / ``jax RadauIIA5 dense`` (``split`` as above): the default dense LU,
+  up to 2,048 unknowns;
 * ``torch Rodas5P sparse`` / ``torch RadauIIA5 sparse`` / ``torch FBDF sparse`` / ``torch QNDF
   sparse`` (``jac_sparsity``; after a short warm-up solve), ``+grad`` (backward through the
   solve), ``torch Rodas5P gmres`` / ``torch FBDF gmres`` (matrix-free, unpreconditioned: up
@@ -78,7 +81,8 @@ def run_case(case):
 
         f, y0, S, jumps = problem(name, size, jnp)
         cls = getattr(dfx, backend.split()[1])
-        solver = cls(linear_solver=dfx.SparseLU(S)) if "SparseLU" in backend else cls()
+        kw = dict(split_stages=True) if "split" in backend else {}
+        solver = cls(linear_solver=dfx.SparseLU(S), **kw) if "SparseLU" in backend else cls(**kw)
 
         def solve(p):
             return diffrax.diffeqsolve(
@@ -281,7 +285,9 @@ def main() -> None:
     backends = ["CVODE sparse", "CVODE band", "scipy Rodas5P sparse", "scipy RadauIIA5 sparse", "scipy FBDF sparse",
                 "scipy QNDF sparse", "scipy Rodas5P gmres", "scipy FBDF gmres",
                 "jax Rodas5P SparseLU", "jax Rodas5P SparseLU +grad", "jax FBDF SparseLU", "jax FBDF SparseLU +grad",
-                "jax QNDF SparseLU", "jax Rodas5P dense", "torch Rodas5P sparse",
+                "jax QNDF SparseLU", "jax RadauIIA5 SparseLU", "jax RadauIIA5 SparseLU split", "jax Rodas5P dense",
+                "jax RadauIIA5 dense", "jax RadauIIA5 dense split",
+                "torch Rodas5P sparse",
                 "torch Rodas5P sparse +grad", "torch RadauIIA5 sparse", "torch FBDF sparse", "torch FBDF sparse +grad",
                 "torch QNDF sparse", "torch Rodas5P gmres", "torch FBDF gmres", "CasADi CVODES", "CasADi CVODES +grad",
                 "pydiffsol BDF sparse", "pydiffsol BDF sparse +sens"]

@@ -145,6 +145,54 @@ def test_collocation_dense_output_is_the_collocation_polynomial(mid):
     np.testing.assert_allclose(tab.weights_at(1.0), tab.b, atol=1e-14)
 
 
+FULLY_IMPLICIT = [m.id for m in RK if m.family == "fully_implicit"]
+
+
+@pytest.mark.parametrize("mid", FULLY_IMPLICIT)
+def test_eigen_split_solves_the_coupled_stage_system(mid):
+    """The split systems I - h gamma_i J give (I - h A (x) J)^-1 b to round-off, for mild and
+    stiff h J (eigenvalues from -1e-2 to -1e6) and a J with complex eigenvalues."""
+    from stiffcore.catalogue.schemes import runge_kutta_scheme
+
+    block = runge_kutta_scheme(mid).blocks[0]
+    split, A = block.split, block.a_block
+    m, n = A.shape[0], 5
+    rng = np.random.default_rng(1)
+    Q = np.linalg.qr(rng.normal(size=(n, n)))[0]
+    for scale in (1e-2, 1.0, 1e6):
+        J = Q @ np.diag(-scale * np.logspace(0, 1, n)) @ Q.T + np.diag(np.ones(n - 1), 1) - np.diag(np.ones(n - 1), -1)
+        b = rng.normal(size=(m, n))
+        coupled = np.linalg.solve(np.eye(m * n) - np.kron(A, J), b.ravel()).reshape(m, n)
+        systems = [np.linalg.solve(np.eye(n) - gamma * J, u) for gamma, u in zip(split.gammas, split.to_systems(list(b)))]
+        np.testing.assert_allclose(np.array(split.from_systems(systems)), coupled, rtol=1e-10,
+                                   atol=1e-12 * np.abs(coupled).max())
+    # one system per real eigenvalue and per conjugate pair; a pair's columns are conjugates
+    real = [i for i, partner in split.systems if partner is None]
+    pairs = [(i, partner) for i, partner in split.systems if partner is not None]
+    assert len(real) + 2 * len(pairs) == m
+    for i, partner in pairs:
+        assert np.array_equal(split.V[:, partner], split.V[:, i].conj())
+
+
+def test_eigen_split_shares_radau_iia5s_real_system_with_its_error_filter():
+    """The real eigenvalue of Radau IIA5's A is its estimate's b0 (RADAU5's gamma0), exactly,
+    so the filter I - h b0 J is the real system's matrix."""
+    from stiffcore.catalogue.schemes import runge_kutta_scheme
+
+    for mid in ("radau_iia5", "gauss_legendre6"):
+        scheme = runge_kutta_scheme(mid)
+        real = [g for g in scheme.blocks[0].split.gammas if isinstance(g, float)]
+        assert real == [scheme.defect_filter] == [get_method(mid).coefficients.b0_embedded]
+
+
+def test_eigen_split_refuses_what_it_cannot_split():
+    """One stage has nothing to split; a defective A (a Jordan block) has no eigenbasis."""
+    from stiffcore.catalogue.eigen_split import eigen_split
+
+    assert eigen_split(np.array([[0.5]])) is None
+    assert eigen_split(np.array([[0.5, 1.0], [0.0, 0.5]])) is None
+
+
 DERIVED = ["kvaerno3", "kvaerno4", "kvaerno5", "trbdf2"]
 
 

@@ -211,7 +211,9 @@ def _chord_every_step(solver_kw, rtol, atol):
 def test_one_jacobian_and_factorisation_serve_many_steps(monkeypatch):
     """BRUSS-2D (128 unknowns) with SparseLU: the kept Jacobian and the factors found again by
     the matrix's entries factorise far less often than once per step attempt (measured 84 in 369),
-    and the solution equals that of a chord method that linearises every step, to the tolerance."""
+    and the solution is as accurate as that of a chord method that linearises every step
+    (weighted errors against Radau at 1e-12: 27.7 and 43.2; FBDF's global error on this grid
+    is some 30x its rtol)."""
     import stiffcore.linalg.sparse_lu as sparse_lu
     from stiffcore.problems.large import bruss2d, bruss2d_sparsity, bruss2d_y0
 
@@ -227,7 +229,11 @@ def test_one_jacobian_and_factorisation_serve_many_steps(monkeypatch):
     assert 0 < len(factorisations) < attempts / 2, (len(factorisations), attempts)
     every = _solve("FBDF", term, 11.5, jnp.asarray(bruss2d_y0(8)), rtol, rtol, jump_ts=[1.1],
                    solver=_chord_every_step(kw["solver"], rtol, rtol))
-    assert weighted_error(np.asarray(kept.ys[-1]), np.asarray(every.ys[-1]), rtol, rtol) < 10
+    f = bruss2d(8)
+    y_switch = solve_ivp(f, (0.0, 1.1), bruss2d_y0(8), method="Radau", rtol=1e-12, atol=1e-12).y[:, -1]
+    ref = solve_ivp(f, (1.1, 11.5), y_switch, method="Radau", rtol=1e-12, atol=1e-12).y[:, -1]
+    errors = [weighted_error(np.asarray(sol.ys[-1]), ref, rtol, rtol) for sol in (kept, every)]
+    assert errors[0] <= 1.5 * errors[1], errors
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -31,6 +31,9 @@ import optimistix as optx
 from stiffcore.catalogue import Method
 from stiffcore.catalogue.schemes import runge_kutta_scheme
 
+from .linear_solvers import implicit_adjoint
+from .split_stages import split_stage_root, splits
+
 
 class Step(NamedTuple):
     y1: jax.Array
@@ -100,30 +103,16 @@ def _checked_preconditioner(P, y):
     return P
 
 
-#: lineax's matrix-free (Krylov) solvers: with these the stage blocks take Newton-Krylov steps.
-KRYLOV = (lx.GMRES, lx.BiCGStab, lx.CG)
-
-
-def implicit_adjoint(root_finder) -> optx.ImplicitAdjoint:
-    """Optimistix's implicit adjoint with the root finder's own direct linear solver (SparseLU,
-    dense LU): the adjoint's default is a dense LU of the materialised Jacobian, O(n^3) per
-    step in the backward pass whatever the forward solve used (FBDF with SparseLU on 2,048
-    unknowns: a 103 s gradient beside a 3 s solve).  A Krylov solver keeps the default: lineax
-    raises on GMRES's breakdown inside a backward pass (a 6 x 6 Radau block, restart 4), where
-    the forward root find only reports it."""
-    solver = getattr(root_finder, "linear_solver", None)
-    if solver is None or isinstance(solver, KRYLOV):
-        return optx.ImplicitAdjoint()
-    return optx.ImplicitAdjoint(linear_solver=solver)
-
-
 def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: int,
-                     linear: LinearSolve) -> Step:
+                     linear: LinearSolve, split_stages: bool = False) -> Step:
     """One implicit Runge-Kutta step on stage increments ``Z = h K``; ``linear`` solves the
-    stiff filter of the error estimate (the root finder brings its own linear solver)."""
+    stiff filter of the error estimate (the root finder brings its own linear solver);
+    ``split_stages`` solves a block of several stages in A's eigenbasis where the root finder
+    allows it (:mod:`.split_stages`)."""
     sch = runge_kutta_scheme(method)
     Z: list = [None] * sch.stages
     Y_last, result = y0, optx.RESULTS.successful
+    split_solve = None
     for block in sch.blocks:
         idx = block.stages
         psi = [y0 + weighted(sch.a[i, :idx[0]], Z[:idx[0]]) if idx[0] else y0 for i in idx]
@@ -138,18 +127,27 @@ def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: i
         guess = jnp.stack([p + float(block.a_block[r].sum()) * slope for r, p in enumerate(psi)])
         a_block = block.a_block
 
-        def residual(Y, psi_h, times=times, a_block=a_block):
-            # a closure over f: Optimistix closure-converts it, so arrays f captures (the
-            # term's args, module parameters) get their implicit-function gradients too
-            psi_B, h_ = psi_h
-            F = jnp.stack([f(t, y) for t, y in zip(times, Y)])
-            return Y - psi_B - h_ * (jnp.asarray(a_block, dtype=Y.dtype) @ F)
+        def residual_of(f, times=times, a_block=a_block):
+            def residual(Y, psi_h):
+                # a closure over f: Optimistix closure-converts it, so arrays f captures (the
+                # term's args, module parameters) get their implicit-function gradients too
+                psi_B, h_ = psi_h
+                F = jnp.stack([f(t, y) for t, y in zip(times, Y)])
+                return Y - psi_B - h_ * (jnp.asarray(a_block, dtype=Y.dtype) @ F)
+            return residual
 
-        sol = optx.root_find(residual, root_finder, guess, args=(jnp.stack(psi), h), throw=False,
-                             max_steps=max_steps, adjoint=implicit_adjoint(root_finder))
-        block_result = _accept_roundoff_roots(residual, sol, (jnp.stack(psi), h), root_finder)
+        args = (jnp.stack(psi), h)
+        if split_stages and splits(root_finder, block.split):   # n x n systems in A's eigenbasis
+            Y, sol, residual, split_solve = split_stage_root(residual_of, args, guess, f, times[-1], h, block.split,
+                                                             root_finder, max_steps)
+            block_result = _accept_roundoff_roots(residual, sol, jax.lax.stop_gradient(args), root_finder)
+        else:
+            residual = residual_of(f)
+            sol = optx.root_find(residual, root_finder, guess, args=args, throw=False,
+                                 max_steps=max_steps, adjoint=implicit_adjoint(root_finder))
+            block_result = _accept_roundoff_roots(residual, sol, args, root_finder)
+            Y = sol.value
         result = optx.RESULTS.where(result == optx.RESULTS.successful, block_result, result)
-        Y = sol.value
         for r, i in enumerate(idx):  # Z_B = A_BB^-1 (Y_B - psi_B)
             Z[i] = weighted(block.a_block_inv[r], [Y[k] - psi[k] for k in range(len(idx))])
         Y_last = Y[-1]
@@ -159,7 +157,9 @@ def implicit_rk_step(method: Method, f, t0, y0, h, f0, root_finder, max_steps: i
         error = jax.lax.stop_gradient(weighted(sch.error_weights, Z))
         if sch.error_b0:
             error = error - jax.lax.stop_gradient(h * float(sch.error_b0) * f0)
-        if sch.defect_filter:  # filters the interpolation defects too; where nothing uses it, jit drops it
+        if split_solve is not None and sch.defect_filter in split_solve.split.gammas:  # Radau IIA's real system
+            stiff_filter = split_solve.filter(sch.defect_filter)
+        elif sch.defect_filter:  # filters the interpolation defects too; where nothing uses it, jit drops it
             stiff_filter = _stiff_filter(f, t0, y0, h * float(sch.defect_filter), linear)
         if sch.error_filter:
             error = stiff_filter(error)

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from ._steps import KRYLOV, implicit_adjoint
-from .linear_solvers import SparseLU
+from .linear_solvers import KRYLOV, SparseLU, implicit_adjoint
 
 
 def keeps_jacobian(root_finder) -> bool:
@@ -122,5 +121,5 @@ class GivenRoot(optx.AbstractRootFinder):
 def differentiable_root(residual: Callable, root, args: Any, root_finder):
     """``root`` (found without gradient) with its implicit-function-theorem derivative through
     ``residual(y, args)``, solved with the root finder's linear solver."""
-    return optx.root_find(residual, GivenRoot(), jax.lax.stop_gradient(root), args=args,
+    return optx.root_find(residual, GivenRoot(), jax.lax.stop_gradient(root), args=args, throw=False,
                           adjoint=implicit_adjoint(root_finder)).value

@@ -39,10 +39,12 @@ import optimistix as optx
 from stiffcore import multistep as ms
 from stiffcore.catalogue import get_variable_order
 
-from ._steps import _accept_roundoff_roots, implicit_adjoint
+from ._steps import _accept_roundoff_roots
 from .interpolation import PolynomialInterpolation
 from .kept_jacobian import (differentiable_root, jacobian_products, keeps_jacobian, newton_model, only_if,
                             probe_count, probe_directions, without_gradient)
+from .linear_solvers import implicit_adjoint
+from .root_finders import VeryChord
 from .solvers import _check_ode_term, _flat_field, with_linear_solver
 
 #: the error order reported to the controller (the reported norm is shaped for it, above)
@@ -192,7 +194,7 @@ class VariableOrderSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractImplic
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = PolynomialInterpolation
 
-    root_finder: optx.AbstractRootFinder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)()
+    root_finder: optx.AbstractRootFinder = diffrax.with_stepsize_controller_tols(VeryChord)()
     root_find_max_steps: int = 10
     linear_solver: lx.AbstractLinearSolver | None = None
     max_order: int = eqx.field(static=True, default=ms.MAX_ORDER)

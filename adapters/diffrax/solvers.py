@@ -30,9 +30,10 @@ from stiffcore.catalogue.dense import (
     HERMITE, controls_interpolation, dense_matrix, interpolation_defects, interpolation_order,
 )
 
-from ._steps import KRYLOV, LinearSolve, Step, implicit_rk_step, rosenbrock_step
+from ._steps import LinearSolve, Step, implicit_rk_step, rosenbrock_step
 from .interpolation import PolynomialInterpolation
-from .linear_solvers import SparseLU, check_pattern
+from .linear_solvers import KRYLOV, SparseLU, check_pattern
+from .root_finders import VeryChord, fixed_chord
 
 #: The default linear solver: LU of the materialised Newton matrix (small systems).
 DENSE_LU = lx.AutoLinearSolver(well_posed=None)
@@ -171,10 +172,15 @@ class ImplicitRungeKuttaSolver(_CatalogueSolver, diffrax.AbstractImplicitSolver)
     ``optimistix.Newton`` with its tolerances; ``preconditioner`` then applies to the error
     filter only, as Optimistix passes no options to the Newton solves)."""
 
-    root_finder: optx.AbstractRootFinder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)()
+    root_finder: optx.AbstractRootFinder = diffrax.with_stepsize_controller_tols(VeryChord)()
     root_find_max_steps: int = 10
     linear_solver: lx.AbstractLinearSolver | None = None
     preconditioner: Callable | None = None
+    #: Solve a fully implicit method's stages as the n x n systems of A's eigenvalues
+    #: (:mod:`.split_stages`; VeryChord with a direct linear solver).  Off by default: on
+    #: jaxlib 0.10's CPU runtime a jit(vmap(...)) solve with it hung at 0% CPU unless
+    #: ``jax.config.update("jax_cpu_enable_async_dispatch", False)`` (docs/diffrax.md).
+    split_stages: bool = eqx.field(default=False, static=True)
 
     def _root_finder(self):
         return with_linear_solver(self.root_finder, self.linear_solver)
@@ -185,7 +191,7 @@ class ImplicitRungeKuttaSolver(_CatalogueSolver, diffrax.AbstractImplicitSolver)
 
     def _advance(self, f, t0, y0, h, f0) -> Step:
         step = implicit_rk_step(get_method(self.method_id), f, t0, y0, h, f0, self._root_finder(),
-                                self.root_find_max_steps, self._linear())
+                                self.root_find_max_steps, self._linear(), self.split_stages)
         return _nonfinite_fails(step)
 
 
@@ -210,7 +216,9 @@ class RosenbrockSolver(_CatalogueSolver):
 
 
 def with_linear_solver(root_finder, linear_solver):
-    """``root_finder`` solving its Newton systems with ``linear_solver`` (None: its own)."""
+    """``root_finder`` solving its Newton systems with ``linear_solver`` (None: its own); a
+    ``diffrax.VeryChord`` with diffrax 0.7.2's termination mended (:mod:`.root_finders`)."""
+    root_finder = fixed_chord(root_finder)
     if linear_solver is None or not hasattr(root_finder, "linear_solver"):
         return root_finder
     if isinstance(linear_solver, KRYLOV) and isinstance(root_finder, (diffrax.VeryChord, optx.Chord)):

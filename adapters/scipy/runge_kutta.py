@@ -42,22 +42,14 @@ class ImplicitRungeKutta(StiffSolver):
         self.b0_shift = None
         if self.fully_implicit:
             a_inv = np.linalg.inv(tab.a)
-            mu, vecs = np.linalg.eig(a_inv)
-            # one representative per conjugate pair (imag >= 0); partners get conjugates
-            self.blocks = []
-            used = set()
-            for k in np.argsort(-mu.imag):
-                if k in used:
-                    continue
-                used.add(k)
-                partner = None
-                if abs(mu[k].imag) > 1e-12:
-                    partner = min((j for j in range(len(mu)) if j not in used), key=lambda j: abs(mu[j] - mu[k].conjugate()))
-                    used.add(partner)
-                    vecs[:, partner] = vecs[:, k].conjugate()
-                self.blocks.append((k, partner, mu[k] if partner is not None else mu[k].real))
-            self.mu, self.V = mu, vecs
-            self.V_inv = np.linalg.inv(vecs)
+            # the eigenbasis of A (that of A^-1), from the catalogue's stepping scheme; these
+            # systems are shifted by the eigenvalues mu = 1 / gamma of A^-1
+            split = scheme.blocks[0].split
+            if split is None:
+                raise ValueError(f"{self.method.id!r}: A is too far from diagonalisable for the split stage solve")
+            self.mu, self.V, self.V_inv = 1 / split.eigenvalues, split.V, split.V_inv
+            self.blocks = [(i, partner, self.mu[i] if partner is not None else self.mu[i].real)
+                           for i, partner in split.systems]
             self.solution_weights = tab.b @ a_inv          # y1 = y0 + (b A^-1) Z
             if tab.is_stiffly_accurate:                       # = Z_s exactly, without round-off
                 self.solution_weights = np.eye(tab.stages)[-1]

@@ -1,6 +1,9 @@
 """Newton matrices I - h (A (x) J) of a stage block, factorised once and solved many times.
 
-Dense (:class:`DenseNewton`): one batched LU of the (B, m n, m n) matrix.  Sparse
+Dense (:class:`DenseNewton`): one batched LU of the (B, m n, m n) matrix.  Transformed
+(:class:`TransformedNewton`): a block of several stages as the independent n x n systems
+I - h gamma_i J of A's eigenvalues (:mod:`stiffcore.catalogue.eigen_split`, as RADAU5),
+each dense or sparse, complex for a conjugate pair.  Sparse
 (:class:`SparseNewton`): the Jacobian's entries on a sparsity pattern, factorised by SuperLU
 on the host.  Split
 (:class:`SplitNewton`): where J = [[J_cc, 0], [J_qc, 0]], components q that no derivative
@@ -116,6 +119,37 @@ class SplitNewton:
         coupled = torch.stack([(C @ x_core[:, j, :, None])[..., 0] for j, C in enumerate(self.coupling)], dim=1)
         x_quad = self.split.quadrature_part(b) + torch.einsum("bij,bjq->biq", self.ha.expand(batch, -1, -1), coupled)
         return self.split.assemble(x_core, x_quad).reshape(batch, -1)
+
+
+class TransformedNewton:
+    """I - h (A (x) J) of an m-stage block solved through A's eigenbasis: ``system(gamma)``
+    is the factorised I - h gamma J of one eigenvalue (a 1 x 1 block's Newton matrix, so the
+    step's cache shares Radau IIA's real system with the error estimate's filter)."""
+
+    def __init__(self, split, system):
+        self.split = split
+        self.systems = [system(gamma) for gamma in split.gammas]
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        """x with (I - h (A (x) J)) x = b, b of shape (B, m n) (stage-major)."""
+        rows = b.reshape(b.shape[0], self.split.V.shape[0], -1).unbind(1)
+        solutions = [system.solve(u) for system, u in zip(self.systems, self.split.to_systems(rows))]
+        return torch.stack(self.split.from_systems(solutions), dim=1).reshape(b.shape)
+
+
+#: The fewest unknowns for which a dense block is split: below, the extra LU and the
+#: transforms' dozen small ops cost more than the coupled LU saves (ROBER, n = 3: 0.32 ->
+#: 0.45 s; a Brusselator line, n = 64: equal; n = 128: 1.1 -> 0.7 s; n = 400: 5.5 -> 2.8 s).
+SPLIT_FROM = 64
+
+
+def transforms(jacobian) -> bool:
+    """Whether a block's Newton solves take :class:`TransformedNewton` with this Jacobian:
+    sparse ones, and dense ones from :data:`SPLIT_FROM` unknowns (a complex LU each);
+    matrix-free Newton factorises nothing, and a split Jacobian's quadratures are already
+    solved without a factorisation."""
+    return isinstance(jacobian, SparseJacobian) or (isinstance(jacobian, torch.Tensor)
+                                                    and jacobian.shape[-1] >= SPLIT_FROM)
 
 
 def factor_newton(a_block: torch.Tensor, h, jacobians: list, t):

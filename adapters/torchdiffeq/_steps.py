@@ -30,8 +30,8 @@ from stiffcore.catalogue.schemes import runge_kutta_scheme
 from ._field import VectorField
 from ._krylov import JacobianAction, KrylovNewton
 from ._linalg import (
-    SparseJacobian, SparseNewton, SplitJacobian, StepFailure, blockwise, factor_newton, format_time, lu_factors,
-    newton_entries, sparse_solve_differentiable,
+    SparseJacobian, SparseNewton, SplitJacobian, StepFailure, TransformedNewton, blockwise, factor_newton,
+    format_time, lu_factors, newton_entries, sparse_solve_differentiable, transforms,
 )
 
 MAX_NEWTON_ITER = 7         # simplified Newton (Jacobian of the step's start)
@@ -195,9 +195,11 @@ class ImplicitRungeKutta:
         self._consts = {}
 
     def _tensor(self, array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-        key = (array.tobytes(), array.shape, like.dtype, like.device)
+        """``array`` on like's device in like's precision (complex where it is)."""
+        dtype = like.dtype.to_complex() if np.iscomplexobj(array) else like.dtype
+        key = (array.tobytes(), array.shape, dtype, like.device)
         if key not in self._consts:
-            self._consts[key] = torch.tensor(array.tolist(), dtype=like.dtype, device=like.device)
+            self._consts[key] = torch.tensor(array.tolist(), dtype=dtype, device=like.device)
         return self._consts[key]
 
     def step(self, p: Point, h) -> Step:
@@ -212,6 +214,13 @@ class ImplicitRungeKutta:
                 newtons[key] = factor_newton(A, h.detach(), [J0] * a_block.shape[0], p.t)
             return newtons[key]
 
+        def stage_newton(block):
+            """The simplified Newton matrix of a stage block: split into n x n systems where
+            it has several stages (:class:`TransformedNewton`)."""
+            if block.split is not None and transforms(J0):
+                return TransformedNewton(block.split, lambda gamma: newton_of(np.array([[gamma]])))
+            return newton_of(block.a_block)
+
         K: list = [None] * sch.stages
         Y_last = None
         for block in sch.blocks:
@@ -223,7 +232,7 @@ class ImplicitRungeKutta:
                 Y_last = psi[0]
                 continue
             guess = K[idx[0] - 1] if idx[0] else p.f
-            Y = self._newton(p, h, block, psi, guess, newton_of(block.a_block))
+            Y = self._newton(p, h, block, psi, guess, stage_newton(block))
             Y = self._attach_gradient(p, h, block, psi, Y)
             # K_B = A_BB^-1 (Y_B - psi_B) / h, the stage derivatives without new f evaluations
             for r, i in enumerate(idx):

@@ -4,7 +4,8 @@ Every array framework (torch, JAX) steps an implicit Runge-Kutta method the same
 stages are solved in blocks (a fully implicit method is one block, a DIRK method one
 block per stage, an explicit stage is evaluated directly), each implicit block by
 simplified Newton on the stage states ``Y_B = psi_B + h A_BB f(Y_B)`` with the matrix
-``I - h A_BB (x) J``; the stage derivatives follow as ``K_B = A_BB^-1 (Y_B - psi_B) / h``.
+``I - h A_BB (x) J``, which a block of several stages solves as independent n x n systems
+(:mod:`.eigen_split`, as RADAU5 does); the stage derivatives follow as ``K_B = A_BB^-1 (Y_B - psi_B) / h``.
 The solution is the last stage state when the method is stiffly accurate (no
 cancellation when |h lambda| is large), else ``y0 + h b.K``.  The error estimate
 ``h (b - b^).K - h b0 f0`` is filtered with ``(I - h gamma J)^-1`` where it would grow
@@ -24,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 
+from .eigen_split import EigenSplit, eigen_split
 from .method import Method
 from .tableau import ButcherTableau
 
@@ -35,6 +37,8 @@ class StageBlock:
     stages: tuple[int, ...]
     a_block: np.ndarray
     a_block_inv: np.ndarray | None     # None for an explicit stage
+    #: I - h (A_BB (x) J) as independent n x n systems (:mod:`.eigen_split`); None for one stage
+    split: EigenSplit | None = None
 
     @property
     def implicit(self) -> bool:
@@ -93,7 +97,8 @@ def _build(method: Method) -> RungeKuttaScheme:
                 raise ValueError(f"{method.id!r}: the implicit stage block {stages} has a singular matrix")
             inv = np.linalg.inv(a_block)
             inv.setflags(write=False)
-        blocks.append(StageBlock(stages, a_block, inv))
+        split = eigen_split(a_block, float(tab.b0_embedded) or None) if inv is not None else None
+        blocks.append(StageBlock(stages, a_block, inv, split))
     last_implicit = bool(a[-1, -1] != 0)
     own_gamma = float(a[-1, -1])
     if method.family == "fully_implicit":  # RADAU5's b0, else the size of A's eigenvalues
