@@ -163,7 +163,8 @@ def test_eigen_split_solves_the_coupled_stage_system(mid):
         J = Q @ np.diag(-scale * np.logspace(0, 1, n)) @ Q.T + np.diag(np.ones(n - 1), 1) - np.diag(np.ones(n - 1), -1)
         b = rng.normal(size=(m, n))
         coupled = np.linalg.solve(np.eye(m * n) - np.kron(A, J), b.ravel()).reshape(m, n)
-        systems = [np.linalg.solve(np.eye(n) - gamma * J, u) for gamma, u in zip(split.gammas, split.to_systems(list(b)))]
+        rhs = split.to_systems(list(b))
+        systems = [np.linalg.solve(np.eye(n) - gamma * J, u) for gamma, u in zip(split.gammas, rhs)]
         np.testing.assert_allclose(np.array(split.from_systems(systems)), coupled, rtol=1e-10,
                                    atol=1e-12 * np.abs(coupled).max())
     # one system per real eigenvalue and per conjugate pair; a pair's columns are conjugates

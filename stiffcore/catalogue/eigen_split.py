@@ -77,9 +77,10 @@ def _weighted(weights, rows):
 
 def eigen_split(a_block: np.ndarray, real_eigenvalue: float | None = None) -> EigenSplit | None:
     """The split of a block's A, or None where there is nothing to split (one stage) or it is
-    unsafe (A not diagonalisable to :data:`MAX_CONDITION`).  ``real_eigenvalue``, where A has it to 1e-12, replaces the computed one
-    exactly: Radau IIA's real eigenvalue is its estimate's b0, and one value lets the
-    estimate's filter I - h b0 J reuse the real system's factorisation."""
+    unsafe (A not diagonalisable to :data:`MAX_CONDITION`).  ``real_eigenvalue``, where A has
+    it to 1e-12, replaces the computed one exactly: Radau IIA's real eigenvalue is its
+    estimate's b0, and one value lets the estimate's filter I - h b0 J reuse the real
+    system's factorisation."""
     m = a_block.shape[0]
     if m < 2:
         return None
